@@ -1,0 +1,117 @@
+"""The check pipeline: route → token → identity → roles → policy → headers, as one Decision.
+
+The only async module of the core; it reaches the network solely through IdentitySource.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from extauthz_server.decision import Decision, Denials, Reason
+from extauthz_server.errors import ProviderError, ProviderRejectedClient
+from extauthz_server.headers import HeaderNames, upstream_headers
+from extauthz_server.identity import Identity, Inactive
+from extauthz_server.paths import PathError, normalise_path
+from extauthz_server.policy import Policy, Route
+from extauthz_server.request import AuthRequest
+from extauthz_server.roles import RoleMap
+from extauthz_server.tokens import BearerToken, TokenProblem, extract_bearer
+
+log = logging.getLogger(__name__)
+
+
+class IdentitySource(Protocol):
+    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+        """Who the token belongs to; raises ProviderError when that cannot be learnt."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerSettings:
+    policy: Policy
+    role_map: RoleMap
+    header_names: HeaderNames
+    realm: str
+    max_token_bytes: int
+
+
+class Authorizer:
+    def __init__(self, settings: AuthorizerSettings, source: IdentitySource) -> None:
+        self._settings = settings
+        self._source = source
+        self._denials = Denials(settings.realm)
+
+    async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
+        try:
+            path = normalise_path(request.path)
+        except PathError:
+            return self._denials.deny(Reason.BAD_REQUEST)
+        route = self._settings.policy.match(request.host, path, request.method)
+        if route is None:
+            return self._denials.deny(Reason.NO_ROUTE)
+        token = extract_bearer(request.authorization, self._settings.max_token_bytes)
+        if route.public:
+            return await self._check_public(route, token, timeout_s)
+        if token is TokenProblem.MISSING:
+            return self._denials.deny(Reason.MISSING_TOKEN, route=route.name)
+        if token is TokenProblem.MALFORMED:
+            return self._denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
+        try:
+            identity = await self._source.resolve(token.value, timeout_s)
+        except ProviderRejectedClient:
+            return self._denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
+        except ProviderError as exc:
+            log.warning("identity provider unavailable: %s", exc)
+            return self._denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
+        if isinstance(identity, Inactive):
+            return self._denials.deny(Reason.INVALID_TOKEN, route=route.name)
+        roles = self._settings.role_map.map(identity.provider_roles)
+        if not route.permits(roles, identity.scopes):
+            return self._denials.deny(
+                Reason.INSUFFICIENT_ROLE,
+                route=route.name,
+                subject=identity.subject,
+                required_scopes=route.scopes,
+            )
+        return self._allow(Reason.ALLOWED, route, identity, roles)
+
+    async def _check_public(
+        self, route: Route, token: BearerToken | TokenProblem, timeout_s: float
+    ) -> Decision:
+        """A public route needs no token; a valid one still gets its identity headers."""
+        if not isinstance(token, BearerToken):
+            return self._allow(Reason.PUBLIC, route, None, frozenset())
+        try:
+            identity = await self._source.resolve(token.value, timeout_s)
+        except ProviderError as exc:
+            log.warning("identity provider unavailable on a public route: %s", exc)
+            identity = Inactive.NOT_ACTIVE
+        if isinstance(identity, Inactive):
+            return self._allow(Reason.PUBLIC, route, None, frozenset())
+        roles = self._settings.role_map.map(identity.provider_roles)
+        return self._allow(Reason.PUBLIC, route, identity, roles)
+
+    def _allow(
+        self, reason: Reason, route: Route, identity: Identity | None, roles: frozenset[str]
+    ) -> Decision:
+        headers = upstream_headers(self._settings.header_names, identity, roles)
+        sorted_roles = tuple(sorted(roles))
+        metadata = {"reason": reason.value, "route": route.name}
+        if identity is not None:
+            metadata["subject"] = identity.subject
+            metadata["roles"] = ",".join(sorted_roles)
+            if identity.client_id:
+                metadata["client"] = identity.client_id
+        return Decision(
+            allowed=True,
+            status=200,
+            reason=reason,
+            upstream_headers=headers.to_set,
+            headers_to_remove=headers.to_remove,
+            route=route.name,
+            subject=identity.subject if identity else None,
+            roles=sorted_roles,
+            metadata=metadata,
+        )

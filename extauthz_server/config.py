@@ -1,0 +1,361 @@
+"""The one configuration model: YAML plus environment overrides, validated and compiled at load.
+
+Environment: `${NAME}` inside any string is replaced by that variable; a variable
+`EXTAUTHZ__SECTION__KEY=value` overrides `section.key` (the value is read as YAML).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from extauthz_server.config_reader import Section, describe
+from extauthz_server.errors import ConfigError
+from extauthz_server.headers import HeaderNames
+from extauthz_server.introspection import ClientAuthMethod
+from extauthz_server.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
+from extauthz_server.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
+from extauthz_server.secret import Secret
+from extauthz_server.tokens import DEFAULT_MAX_TOKEN_BYTES
+
+ENV_PREFIX = "EXTAUTHZ__"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
+_METHOD = re.compile(r"[A-Z]+")
+_RESERVED_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    grpc_listen: str = "0.0.0.0:9191"
+    http_listen: str = "0.0.0.0:8181"
+    grace_period_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    issuer: str
+    introspection_endpoint: str | None
+    client_id: str
+    client_secret: Secret
+    auth_method: ClientAuthMethod
+    timeout_s: float
+    realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    ttl_s: float = 60.0
+    negative_ttl_s: float = 10.0
+    max_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    provider: ProviderConfig
+    role_claims: tuple[ClaimPath, ...]
+    role_map: RoleMap
+    cache: CacheConfig
+    headers: HeaderNames
+    policy: Policy
+    max_token_bytes: int
+    log_level: str
+    audit_enabled: bool = True
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from exc
+    return parse_config(text, environ, base_dir=path.parent)
+
+
+def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path()) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    data = _apply_overrides(data, environ)
+    data = _interpolate(data, environ, "")
+    return _build(Section(data, ""), base_dir)
+
+
+def _apply_overrides(data: object, environ: Mapping[str, str]) -> object:
+    if not isinstance(data, dict):
+        return data
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(name, "malformed override name")
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(name, f"cannot override inside {key!r}, which is not a mapping")
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(name, f"value is not valid YAML: {exc}") from exc
+    return data
+
+
+def _interpolate(value: object, environ: Mapping[str, str], path: str) -> object:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(path, f"environment variable {name} is not set")
+            return environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _build(top: Section, base_dir: Path) -> Config:
+    server = _server(top.section("server"))
+    provider = _provider(top.section("provider"), base_dir)
+    roles = top.section("roles")
+    role_claims = tuple(
+        ClaimPath.compile(template, provider.client_id)
+        for template in roles.string_list("claims", DEFAULT_ROLE_CLAIMS)
+    )
+    role_map = _role_map(roles)
+    roles.finish()
+    cache = _cache(top.section("cache"))
+    headers = _headers(top.section("headers"))
+    limits = top.section("limits")
+    max_token_bytes = limits.integer("max_token_bytes", DEFAULT_MAX_TOKEN_BYTES, 64, 1 << 20)
+    limits.finish()
+    logging_section = top.section("logging")
+    log_level = logging_section.string("level", "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("logging.level", "expected DEBUG, INFO, WARNING or ERROR")
+    audit_enabled = logging_section.boolean("audit", True)
+    logging_section.finish()
+    policy = _policy(top, role_map)
+    top.finish()
+    return Config(
+        server=server,
+        provider=provider,
+        role_claims=role_claims,
+        role_map=role_map,
+        cache=cache,
+        headers=headers,
+        policy=policy,
+        max_token_bytes=max_token_bytes,
+        log_level=log_level,
+        audit_enabled=audit_enabled,
+    )
+
+
+def _listen_address(section: Section, name: str, default: str) -> str:
+    value = section.string(name, default)
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(section.key(name), f"expected host:port, got {value!r}")
+    return value
+
+
+def _server(section: Section) -> ServerConfig:
+    defaults = ServerConfig()
+    server = ServerConfig(
+        grpc_listen=_listen_address(section, "grpc_listen", defaults.grpc_listen),
+        http_listen=_listen_address(section, "http_listen", defaults.http_listen),
+        grace_period_s=section.number("grace_period_s", defaults.grace_period_s, 0, 300),
+    )
+    section.finish()
+    return server
+
+
+def _url(section: Section, name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(section.key(name), f"expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _provider(section: Section, base_dir: Path) -> ProviderConfig:
+    issuer = _url(section, "issuer", section.string("issuer")).rstrip("/")
+    endpoint = section.optional_string("introspection_endpoint")
+    if endpoint is not None:
+        _url(section, "introspection_endpoint", endpoint)
+    client_id = section.string("client_id")
+    secret = _secret(section, base_dir)
+    method_text = section.string("auth_method", ClientAuthMethod.CLIENT_SECRET_BASIC.value)
+    try:
+        method = ClientAuthMethod(method_text)
+    except ValueError:
+        choices = ", ".join(m.value for m in ClientAuthMethod)
+        raise ConfigError(section.key("auth_method"), f"expected one of {choices}") from None
+    timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
+    realm = section.optional_string("realm") or urlsplit(issuer).path.rstrip("/").rsplit("/", 1)[-1]
+    section.finish()
+    return ProviderConfig(
+        issuer=issuer,
+        introspection_endpoint=endpoint,
+        client_id=client_id,
+        client_secret=secret,
+        auth_method=method,
+        timeout_s=timeout_ms / 1000,
+        realm=realm or "extauthz",
+    )
+
+
+def _secret(section: Section, base_dir: Path) -> Secret:
+    inline = section.optional_string("client_secret")
+    file_name = section.optional_string("client_secret_file")
+    if inline is not None and file_name is not None:
+        raise ConfigError(
+            section.key("client_secret_file"), "give client_secret or client_secret_file, not both"
+        )
+    if file_name is not None:
+        try:
+            text = (base_dir / file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                section.key("client_secret_file"), f"cannot read: {exc.strerror}"
+            ) from exc
+        if not text:
+            raise ConfigError(section.key("client_secret_file"), "the file is empty")
+        return Secret(text)
+    if inline is None:
+        raise ConfigError(section.key("client_secret"), "is required (or client_secret_file)")
+    return Secret(inline)
+
+
+def _role_map(roles: Section) -> RoleMap:
+    mapping = roles.raw("mapping", {})
+    if not isinstance(mapping, dict):
+        raise ConfigError(roles.key("mapping"), f"expected a mapping, got {describe(mapping)}")
+    table: dict[str, frozenset[str]] = {}
+    for provider_role, internal in mapping.items():
+        key = f"{roles.key('mapping')}.{provider_role}"
+        if isinstance(internal, str):
+            internal = [internal]
+        if not isinstance(internal, list) or not all(isinstance(r, str) for r in internal):
+            raise ConfigError(key, "expected a list of internal role names")
+        for role in internal:
+            if not is_header_safe_role(role):
+                raise ConfigError(
+                    key, f"internal role {role!r} may not contain commas or control characters"
+                )
+        table[str(provider_role)] = frozenset(internal)
+    return RoleMap(table=table, pass_through_unmapped=roles.boolean("pass_through_unmapped", False))
+
+
+def _cache(section: Section) -> CacheConfig:
+    cache = CacheConfig(
+        ttl_s=section.number("ttl_seconds", 60, 0, 86_400),
+        negative_ttl_s=section.number("negative_ttl_seconds", 10, 0, 3_600),
+        max_entries=section.integer("max_entries", 100_000, 1, 10_000_000),
+    )
+    section.finish()
+    return cache
+
+
+def _headers(section: Section) -> HeaderNames:
+    defaults = HeaderNames()
+    names: dict[str, str] = {}
+    for field_name in ("subject", "username", "email", "roles", "client"):
+        value = section.string(field_name, getattr(defaults, field_name)).lower()
+        if _HEADER_NAME.fullmatch(value) is None or value in _RESERVED_HEADERS:
+            raise ConfigError(section.key(field_name), f"{value!r} is not a usable header name")
+        if value in names.values():
+            raise ConfigError(
+                section.key(field_name), f"header {value!r} is already used for another field"
+            )
+        names[field_name] = value
+    strip = section.boolean("strip_authorization", False)
+    section.finish()
+    return HeaderNames(strip_authorization=strip, **names)
+
+
+def _policy(top: Section, role_map: RoleMap) -> Policy:
+    known_roles = frozenset().union(*role_map.table.values())
+    routes: list[Route] = []
+    names: set[str] = set()
+    for index, item in enumerate(top.items("routes")):
+        section = Section(item, f"routes[{index}]")
+        route = _route(section, known_roles, role_map.pass_through_unmapped)
+        if route.name in names:
+            raise ConfigError(section.key("name"), f"duplicate route name {route.name!r}")
+        names.add(route.name)
+        for earlier in routes:
+            if earlier.matches_everything:
+                raise ConfigError(
+                    section.path,
+                    f"unreachable: route {earlier.name!r} before it matches every request",
+                )
+        routes.append(route)
+    return Policy.of(routes)
+
+
+def _route(section: Section, known_roles: frozenset[str], pass_through: bool) -> Route:
+    name = section.string("name")
+    kinds = [kind for kind in PathKind if section.has(kind.value)]
+    if len(kinds) != 1:
+        raise ConfigError(section.path, "give exactly one of path, path_prefix, path_glob")
+    kind = kinds[0]
+    for other in PathKind:
+        section.raw(other.value)
+    pattern = section.string(kind.value)
+    try:
+        matcher = PathMatcher.compile(kind, pattern)
+    except ValueError as exc:
+        raise ConfigError(section.key(kind.value), str(exc)) from None
+    host = section.optional_string("host")
+    methods = _methods(section)
+    public = section.boolean("public", False)
+    any_of = frozenset(section.string_list("any_of"))
+    all_of = frozenset(section.string_list("all_of"))
+    scopes = frozenset(section.string_list("scopes"))
+    if public and (any_of or all_of or scopes):
+        raise ConfigError(section.path, "a public route cannot require roles or scopes")
+    if not pass_through:
+        for key, required in (("any_of", any_of), ("all_of", all_of)):
+            unknown = sorted(required - known_roles)
+            if unknown:
+                raise ConfigError(
+                    section.key(key), f"role {unknown[0]!r} is not produced by roles.mapping"
+                )
+    section.finish()
+    return Route(
+        name=name,
+        path=matcher,
+        host=HostMatcher(host.lower()) if host else None,
+        methods=methods,
+        public=public,
+        any_of=any_of,
+        all_of=all_of,
+        scopes=scopes,
+    )
+
+
+def _methods(section: Section) -> frozenset[str] | None:
+    if not section.has("methods"):
+        section.raw("methods")
+        return None
+    methods = frozenset(method.upper() for method in section.string_list("methods"))
+    bad = sorted(m for m in methods if _METHOD.fullmatch(m) is None)
+    if bad or not methods:
+        raise ConfigError(section.key("methods"), "expected a non-empty list of HTTP methods")
+    return methods

@@ -1,0 +1,103 @@
+"""Small composable validators over parsed YAML, each error naming the key path it is about."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from extauthz_server.errors import ConfigError
+
+
+class _Required:
+    pass
+
+
+REQUIRED: Final = _Required()
+
+
+def describe(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+class Section:
+    """One mapping of the configuration; every key read is marked, `finish()` refuses the rest."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "(top level)", f"expected a mapping, got {describe(data)}")
+        self._data: Mapping[str, object] = data
+        self.path = path
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return self._data.get(name) is not None
+
+    def raw(self, name: str, default: object = None) -> object:
+        self._read.add(name)
+        value = self._data.get(name)
+        if value is None:
+            if isinstance(default, _Required):
+                raise ConfigError(self.key(name), "is required")
+            return default
+        return value
+
+    def string(self, name: str, default: str | _Required = REQUIRED) -> str:
+        value = self.raw(name, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(self.key(name), f"expected a non-empty string, got {describe(value)}")
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        if not self.has(name):
+            self._read.add(name)
+            return None
+        return self.string(name)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"expected true or false, got {describe(value)}")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), f"expected an integer, got {describe(value)}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(
+                self.key(name), f"must be between {minimum} and {maximum}, got {value}"
+            )
+        return value
+
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.key(name), f"expected a number, got {describe(value)}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(
+                self.key(name), f"must be between {minimum} and {maximum}, got {value}"
+            )
+        return float(value)
+
+    def string_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.raw(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(self.key(name), "expected a list of strings")
+        return tuple(value)
+
+    def section(self, name: str) -> Section:
+        return Section(self.raw(name, {}), self.key(name))
+
+    def items(self, name: str) -> list[object]:
+        value = self.raw(name, [])
+        if not isinstance(value, list):
+            raise ConfigError(self.key(name), f"expected a list, got {describe(value)}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")

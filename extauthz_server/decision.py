@@ -1,0 +1,131 @@
+"""Decision: the protocol-free outcome of one check, and the fixed deny responses (RFC 6750 §3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Header = tuple[str, str]
+
+
+class Reason(StrEnum):
+    ALLOWED = "allowed"
+    PUBLIC = "public"
+    BAD_REQUEST = "bad_request"
+    NO_ROUTE = "no_route"
+    MISSING_TOKEN = "missing_token"  # noqa: S105 - a reason code, not a secret
+    MALFORMED_TOKEN = "malformed_token"  # noqa: S105
+    INVALID_TOKEN = "invalid_token"  # noqa: S105
+    INSUFFICIENT_ROLE = "insufficient_role"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_REJECTED_CLIENT = "provider_rejected_client"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    status: int
+    reason: Reason
+    upstream_headers: tuple[Header, ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    response_headers: tuple[Header, ...] = ()
+    body: str = ""
+    route: str | None = None
+    subject: str | None = None
+    roles: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Denial:
+    status: int
+    error: str
+    description: str
+    challenge_error: str | None  # the RFC 6750 `error` in WWW-Authenticate; None: bare challenge
+    challenge: bool
+
+
+# Fixed texts: a deny never carries exception text or anything the provider said.
+_DENIALS: Mapping[Reason, _Denial] = {
+    Reason.BAD_REQUEST: _Denial(
+        400, "invalid_request", "The request path is malformed", None, False
+    ),
+    Reason.NO_ROUTE: _Denial(403, "access_denied", "No route permits this request", None, False),
+    Reason.MISSING_TOKEN: _Denial(401, "unauthorized", "A bearer token is required", None, True),
+    Reason.MALFORMED_TOKEN: _Denial(
+        401, "invalid_request", "The Authorization header is malformed", "invalid_request", True
+    ),
+    Reason.INVALID_TOKEN: _Denial(
+        401, "invalid_token", "The access token is invalid or expired", "invalid_token", True
+    ),
+    Reason.INSUFFICIENT_ROLE: _Denial(
+        403,
+        "insufficient_scope",
+        "The caller lacks a required role or scope",
+        "insufficient_scope",
+        True,
+    ),
+    Reason.PROVIDER_UNAVAILABLE: _Denial(
+        503, "temporarily_unavailable", "The identity provider is unavailable", None, False
+    ),
+    Reason.PROVIDER_REJECTED_CLIENT: _Denial(
+        503, "temporarily_unavailable", "The identity provider is unavailable", None, False
+    ),
+    Reason.INTERNAL_ERROR: _Denial(
+        503, "temporarily_unavailable", "Authorization failed; try again", None, False
+    ),
+}
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Denials:
+    """Deny decisions with bodies and challenges rendered once for the configured realm."""
+
+    def __init__(self, realm: str) -> None:
+        self._realm = realm
+        self._rendered: dict[Reason, tuple[tuple[Header, ...], str]] = {
+            reason: self._render(denial) for reason, denial in _DENIALS.items()
+        }
+
+    def _render(self, denial: _Denial, scope: str = "") -> tuple[tuple[Header, ...], str]:
+        body = json.dumps({"error": denial.error, "error_description": denial.description})
+        headers: list[Header] = [("content-type", "application/json")]
+        if denial.challenge:
+            params = [f"realm={_quoted(self._realm)}"]
+            if denial.challenge_error is not None:
+                params.append(f"error={_quoted(denial.challenge_error)}")
+                params.append(f"error_description={_quoted(denial.description)}")
+            if scope:
+                params.append(f"scope={_quoted(scope)}")
+            headers.append(("www-authenticate", "Bearer " + ", ".join(params)))
+        return tuple(headers), body
+
+    def deny(
+        self,
+        reason: Reason,
+        *,
+        route: str | None = None,
+        subject: str | None = None,
+        required_scopes: frozenset[str] = frozenset(),
+    ) -> Decision:
+        denial = _DENIALS[reason]
+        if required_scopes and reason is Reason.INSUFFICIENT_ROLE:
+            headers, body = self._render(denial, " ".join(sorted(required_scopes)))
+        else:
+            headers, body = self._rendered[reason]
+        return Decision(
+            allowed=False,
+            status=denial.status,
+            reason=reason,
+            response_headers=headers,
+            body=body,
+            route=route,
+            subject=subject,
+            metadata={"reason": reason.value, "route": route or ""},
+        )

@@ -1,0 +1,94 @@
+"""Who the caller is, read strictly from an RFC 7662 introspection response."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from extauthz_server.roles import ClaimPath, read_roles
+
+# Tokens whose exp is this close are treated as expired: Keycloak checks exp with no leeway,
+# and our clock may run behind its clock.
+EXPIRY_SKEW_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    username: str | None
+    email: str | None
+    client_id: str | None
+    scopes: frozenset[str]
+    provider_roles: frozenset[str]
+    expires_at: float | None
+    session_id: str | None = None
+    audience: tuple[str, ...] = ()
+
+
+class Inactive(enum.Enum):
+    """Why an introspection answer does not describe a usable bearer token."""
+
+    NOT_ACTIVE = "not_active"
+    NOT_BEARER = "not_bearer"
+    EXPIRED = "expired"
+    NO_SUBJECT = "no_subject"
+    MALFORMED = "malformed"
+
+
+def identity_from_introspection(
+    document: Mapping[str, object], role_claims: tuple[ClaimPath, ...], now: float
+) -> Identity | Inactive:
+    """Build the Identity, or say why the token is not acceptable.
+
+    RFC 7662 §2.2: only a JSON `true` in `active` counts. Keycloak introspects refresh and
+    ID tokens as active too, so the token type (`token_type`, else `typ`) must be Bearer.
+    """
+    if document.get("active") is not True:
+        return Inactive.NOT_ACTIVE
+    token_type = _string(document, "token_type") or _string(document, "typ")
+    if token_type is None or token_type.lower() != "bearer":
+        return Inactive.NOT_BEARER
+    expires_at = _number(document, "exp")
+    if expires_at is None and "exp" in document:
+        return Inactive.MALFORMED
+    if expires_at is not None and expires_at - EXPIRY_SKEW_SECONDS <= now:
+        return Inactive.EXPIRED
+    client_id = _string(document, "client_id") or _string(document, "azp")
+    username = _string(document, "preferred_username") or _string(document, "username")
+    subject = _string(document, "sub") or username or client_id
+    if subject is None:
+        return Inactive.NO_SUBJECT
+    scope = _string(document, "scope")
+    return Identity(
+        subject=subject,
+        username=username,
+        email=_string(document, "email"),
+        client_id=client_id,
+        scopes=frozenset(scope.split()) if scope else frozenset(),
+        provider_roles=read_roles(document, role_claims),
+        expires_at=expires_at,
+        session_id=_string(document, "sid"),
+        audience=_audience(document.get("aud")),
+    )
+
+
+def _string(document: Mapping[str, object], key: str) -> str | None:
+    value = document.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _number(document: Mapping[str, object], key: str) -> float | None:
+    value = document.get(key)
+    # bool is an int subclass; `"exp": true` is not a time.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _audience(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()

@@ -1,0 +1,29 @@
+"""AuthRequest: the parts of an HTTP request that authorization looks at, protocol-free."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    method: str
+    host: str
+    path: str
+    headers: Mapping[str, str]
+    request_id: str = ""
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("authorization")
+
+
+def host_without_port(host: str) -> str:
+    """Lower-cased host with any port removed; IPv6 literals keep their brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host

@@ -1,0 +1,137 @@
+"""Composition root and lifecycle: build everything from Config, serve, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from extauthz_server.authorizer import Authorizer, AuthorizerSettings
+from extauthz_server.cache import MemoryCache
+from extauthz_server.config import Config
+from extauthz_server.decision import Denials
+from extauthz_server.discovery import EndpointSource
+from extauthz_server.errors import ProviderError
+from extauthz_server.grpc_service import AuthorizationServicer, HealthServicer, add_services
+from extauthz_server.http_app import build_http_app
+from extauthz_server.identity import Identity, Inactive
+from extauthz_server.introspection import ClientCredentials, IntrospectionClient
+from extauthz_server.resolver import CachePolicy, IdentityResolver
+
+log = logging.getLogger(__name__)
+
+HTTP_POOL_SIZE = 100
+DISCOVERY_RETRY_MAX_S = 30.0
+
+
+def _split_listen(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.grpc_port = 0
+        self.http_port = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._health = HealthServicer()
+        self._endpoints: EndpointSource | None = None
+        self._warmup: asyncio.Task[None] | None = None
+
+    def is_ready(self) -> bool:
+        return self._endpoints is not None and self._endpoints.known
+
+    async def start(self) -> None:
+        config = self.config
+        provider = config.provider
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self._endpoints = EndpointSource(
+            self._session, provider.issuer, provider.introspection_endpoint
+        )
+        introspection = IntrospectionClient(
+            self._session,
+            self._endpoints,
+            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
+            provider.timeout_s,
+        )
+        cache: MemoryCache[Identity | Inactive] = MemoryCache(config.cache.max_entries)
+        resolver = IdentityResolver(
+            introspection,
+            cache,
+            CachePolicy(config.cache.ttl_s, config.cache.negative_ttl_s),
+            config.role_claims,
+        )
+        settings = AuthorizerSettings(
+            policy=config.policy,
+            role_map=config.role_map,
+            header_names=config.headers,
+            realm=provider.realm,
+            max_token_bytes=config.max_token_bytes,
+        )
+        servicer = AuthorizationServicer(
+            Authorizer(settings, resolver), Denials(provider.realm), provider.timeout_s
+        )
+        self._grpc = grpc.aio.server()
+        add_services(self._grpc, servicer, self._health)
+        self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
+        await self._grpc.start()
+
+        self._http = web.AppRunner(build_http_app(self.is_ready), access_log=None)
+        await self._http.setup()
+        http_host, http_port = _split_listen(config.server.http_listen)
+        site = web.TCPSite(self._http, http_host, http_port)
+        await site.start()
+        self.http_port = int(self._http.addresses[0][1])
+        self._warmup = asyncio.create_task(self._discover_until_known())
+        log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+
+    async def _discover_until_known(self) -> None:
+        """Learn the introspection endpoint before the first check needs it."""
+        assert self._endpoints is not None  # noqa: S101 - set in start()
+        delay = 0.5
+        while not self._endpoints.known:
+            try:
+                await self._endpoints.introspection_endpoint(self.config.provider.timeout_s * 10)
+            except ProviderError as exc:
+                log.warning("OIDC discovery failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DISCOVERY_RETRY_MAX_S)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight checks finish within the grace period, then close."""
+        self._health.set_not_serving()
+        if self._warmup is not None:
+            self._warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmup
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.server.grace_period_s)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()

@@ -1,0 +1,60 @@
+"""Bearer-token extraction from the Authorization header (RFC 6750 §2.1) and token digests."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass
+
+DEFAULT_MAX_TOKEN_BYTES = 8192
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+class TokenProblem(enum.Enum):
+    MISSING = "missing"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class BearerToken:
+    value: str
+
+
+def extract_bearer(
+    authorization: str | None, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+) -> BearerToken | TokenProblem:
+    """The bearer token of an Authorization header value, or why there is none.
+
+    Another scheme (Basic, Digest) counts as *missing*: RFC 6750 §3.1 answers a request
+    without bearer credentials with a bare challenge, not with `invalid_request`.
+    Several Authorization headers reach us joined with commas and are malformed.
+    """
+    if authorization is None:
+        return TokenProblem.MISSING
+    value = authorization.strip(" \t")
+    if not value:
+        return TokenProblem.MISSING
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return TokenProblem.MISSING if _is_other_scheme(scheme) else TokenProblem.MALFORMED
+    token = rest.strip(" ")
+    if not token or len(token) > max_bytes or _B64TOKEN.fullmatch(token) is None:
+        return TokenProblem.MALFORMED
+    return BearerToken(token)
+
+
+def _is_other_scheme(scheme: str) -> bool:
+    return scheme.isascii() and scheme.isalnum() and "," not in scheme
+
+
+def token_digest(token: str) -> bytes:
+    """The SHA-256 of a token: the only form in which a token is kept or logged."""
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def log_id(digest: bytes) -> str:
+    """A short, non-reversible reference to a token for log lines."""
+    return digest.hex()[:12]

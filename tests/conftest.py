@@ -1,0 +1,3 @@
+"""Shared pytest configuration for every test directory."""
+
+pytest_plugins = ["tests.support.envoy_fixture", "tests.support.keycloak_fixture"]

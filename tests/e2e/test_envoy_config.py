@@ -1,0 +1,64 @@
+"""envoy/envoy.yaml and the loopback variant the e2e tests run both pass `--mode validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.envoy import (
+    ENVOY_YAML,
+    EXT_AUTHZ_FILTER,
+    load_deployment_config,
+    render_loopback_config,
+    validate_config,
+    write_config,
+)
+
+pytestmark = pytest.mark.envoy
+
+
+def test_deployment_config_validates() -> None:
+    result = validate_config(ENVOY_YAML)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loopback_variant_validates(tmp_path: Path) -> None:
+    config = render_loopback_config(ext_authz_port=9191, upstream_port=8000, timeout_s=1.5)
+    result = validate_config(write_config(config, tmp_path / "envoy.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _ext_authz(config: dict[str, Any]) -> dict[str, Any]:
+    (listener,) = config["static_resources"]["listeners"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (ext_authz,) = [f for f in hcm["http_filters"] if f["name"] == EXT_AUTHZ_FILTER]
+    typed_config: dict[str, Any] = ext_authz["typed_config"]
+    return typed_config
+
+
+def test_deployment_config_fails_closed() -> None:
+    ext_authz = _ext_authz(load_deployment_config())
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert ext_authz["grpc_service"] == {
+        "envoy_grpc": {"cluster_name": "extauthz"},
+        "timeout": "0.25s",
+    }
+    assert "with_request_body" not in ext_authz
+
+
+def test_loopback_variant_changes_only_addresses_and_timeout() -> None:
+    deployed = load_deployment_config()
+    rendered = render_loopback_config(ext_authz_port=1, upstream_port=2, timeout_s=0.5)
+    assert _ext_authz(rendered) == {
+        **_ext_authz(deployed),
+        "grpc_service": {"envoy_grpc": {"cluster_name": "extauthz"}, "timeout": "0.500s"},
+    }
+    (listener,) = rendered["static_resources"]["listeners"]
+    assert listener["address"] == {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
+    assert {c["name"]: c["type"] for c in rendered["static_resources"]["clusters"]} == {
+        "app": "STATIC",
+        "extauthz": "STATIC",
+    }
