@@ -1,7 +1,8 @@
 """The one configuration model: YAML plus environment overrides, validated and compiled at load.
 
 Environment: `${NAME}` inside any string is replaced by that variable; a variable
-`EXTAUTHZ__SECTION__KEY=value` overrides `section.key` (the value is read as YAML).
+`EXTAUTHZ__SECTION__KEY=value` overrides `section.key` (read as YAML unless the key takes a
+string, so a secret made of digits stays a string).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extauthz_server.config_reader import Section, describe
+from extauthz_server.config_reader import EnvValue, Section, describe
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
 from extauthz_server.introspection import ClientAuthMethod
@@ -35,6 +36,7 @@ class ServerConfig:
     grpc_listen: str = "0.0.0.0:9191"
     http_listen: str = "0.0.0.0:8181"
     grace_period_s: float = 5.0
+    max_concurrent_checks: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,8 @@ def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path())
         raise ConfigError("", f"not valid YAML: {exc}") from exc
     if data is None:
         data = {}
-    data = _apply_overrides(data, environ)
     data = _interpolate(data, environ, "")
+    data = _apply_overrides(data, environ)
     return _build(Section(data, ""), base_dir)
 
 
@@ -104,10 +106,7 @@ def _apply_overrides(data: object, environ: Mapping[str, str]) -> object:
             if not isinstance(child, dict):
                 raise ConfigError(name, f"cannot override inside {key!r}, which is not a mapping")
             node = child
-        try:
-            node[keys[-1]] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(name, f"value is not valid YAML: {exc}") from exc
+        node[keys[-1]] = EnvValue(text, name)
     return data
 
 
@@ -181,6 +180,9 @@ def _server(section: Section) -> ServerConfig:
         grpc_listen=_listen_address(section, "grpc_listen", defaults.grpc_listen),
         http_listen=_listen_address(section, "http_listen", defaults.http_listen),
         grace_period_s=section.number("grace_period_s", defaults.grace_period_s, 0, 300),
+        max_concurrent_checks=section.integer(
+            "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
+        ),
     )
     section.finish()
     return server
@@ -208,6 +210,8 @@ def _provider(section: Section, base_dir: Path) -> ProviderConfig:
         raise ConfigError(section.key("auth_method"), f"expected one of {choices}") from None
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     realm = section.optional_string("realm") or urlsplit(issuer).path.rstrip("/").rsplit("/", 1)[-1]
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in realm):
+        raise ConfigError(section.key("realm"), "may not contain control characters")
     section.finish()
     return ProviderConfig(
         issuer=issuer,
@@ -300,10 +304,10 @@ def _policy(top: Section, role_map: RoleMap) -> Policy:
             raise ConfigError(section.key("name"), f"duplicate route name {route.name!r}")
         names.add(route.name)
         for earlier in routes:
-            if earlier.matches_everything:
+            if earlier.shadows(route):
                 raise ConfigError(
                     section.path,
-                    f"unreachable: route {earlier.name!r} before it matches every request",
+                    f"unreachable: route {earlier.name!r} before it matches every request it could",
                 )
         routes.append(route)
     return Policy.of(routes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+import yaml
+
 from extauthz_server.errors import ConfigError
 
 
@@ -12,7 +14,27 @@ class _Required:
     pass
 
 
+class EnvValue(str):
+    """The text of an `EXTAUTHZ__…` override, read as the type its key expects: a string key
+    takes it verbatim (so a secret of digits stays a string), others parse it as YAML."""
+
+    variable: str
+
+    def __new__(cls, text: str, variable: str) -> EnvValue:
+        value = super().__new__(cls, text)
+        value.variable = variable
+        return value
+
+    def parsed(self) -> object:
+        try:
+            return yaml.safe_load(self)
+        except yaml.YAMLError:
+            # PyYAML's message quotes the text, which may be a secret.
+            raise ConfigError(self.variable, "value is not valid YAML") from None
+
+
 REQUIRED: Final = _Required()
+_YAML_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
 
 def describe(value: object) -> str:
@@ -33,11 +55,17 @@ class Section:
         return f"{self.path}.{name}" if self.path else name
 
     def has(self, name: str) -> bool:
-        return self._data.get(name) is not None
+        value = self._data.get(name)
+        if isinstance(value, EnvValue):
+            return value.strip() not in _YAML_NULLS
+        return value is not None
 
-    def raw(self, name: str, default: object = None) -> object:
+    def raw(self, name: str, default: object = None, *, text: bool = False) -> object:
+        """The value at `name`; an override is parsed as YAML unless `text` is wanted."""
         self._read.add(name)
         value = self._data.get(name)
+        if isinstance(value, EnvValue) and not text:
+            value = value.parsed()
         if value is None:
             if isinstance(default, _Required):
                 raise ConfigError(self.key(name), "is required")
@@ -45,7 +73,7 @@ class Section:
         return value
 
     def string(self, name: str, default: str | _Required = REQUIRED) -> str:
-        value = self.raw(name, default)
+        value = self.raw(name, default, text=True)
         if not isinstance(value, str) or not value:
             raise ConfigError(self.key(name), f"expected a non-empty string, got {describe(value)}")
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -83,7 +84,8 @@ def _number(document: Mapping[str, object], key: str) -> float | None:
     # bool is an int subclass; `"exp": true` is not a time.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _audience(value: object) -> tuple[str, ...]:

@@ -124,12 +124,17 @@ def _parse_document(body: bytes, content_type: str) -> Mapping[str, object]:
     if content_type != "application/json":
         raise ProviderUnavailable(f"introspection response has content type {content_type!r}")
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_reject_constant)
     except ValueError as exc:
         raise ProviderUnavailable("introspection response is not valid JSON") from exc
     if not isinstance(document, dict):
         raise ProviderUnavailable("introspection response is not a JSON object")
     return document
+
+
+def _reject_constant(name: str) -> object:
+    # NaN and Infinity are not JSON (RFC 8259 §6); an `exp` of NaN would never expire.
+    raise ValueError(f"non-JSON constant {name}")
 
 
 def _error_code(body: bytes) -> str | None:

@@ -31,7 +31,7 @@ def normalise_path(raw_path: str) -> str:
     _check_percent_escapes(path)
     try:
         decoded = unquote_to_bytes(path).decode("utf-8")
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise PathError("path is not valid UTF-8 after percent-decoding") from exc
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
         raise PathError("path contains control characters")

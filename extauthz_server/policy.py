@@ -42,7 +42,23 @@ class PathMatcher:
 
     @property
     def is_catch_all(self) -> bool:
+        if self.kind is PathKind.GLOB:
+            return self.pattern == "/**"
         return self.kind is PathKind.PREFIX and self.pattern == "/"
+
+    def covers(self, other: PathMatcher) -> bool:
+        """Whether every path `other` matches is matched here too (decided where it is cheap
+        to be sure; `False` means "not known to cover")."""
+        if self.is_catch_all or self == other:
+            return True
+        if self.kind is not PathKind.PREFIX or other.kind is PathKind.GLOB:
+            return False
+        # An exact path or a prefix inside this prefix: `/api` covers `/api/forms`.
+        return self.matches(other.pattern) and (
+            other.kind is PathKind.EXACT
+            or self.pattern.endswith("/")
+            or other.pattern != self.pattern
+        )
 
 
 def _glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -80,6 +96,10 @@ class Route:
     def matches(self, host: str, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
+        return self.matches_location(host, path)
+
+    def matches_location(self, host: str, path: str) -> bool:
+        """Host and path match, whatever the method."""
         if self.host is not None and not self.host.matches(host):
             return False
         return self.path.matches(path)
@@ -90,9 +110,15 @@ class Route:
             return False
         return self.all_of <= roles and self.scopes <= scopes
 
-    @property
-    def matches_everything(self) -> bool:
-        return self.host is None and self.methods is None and self.path.is_catch_all
+    def shadows(self, later: Route) -> bool:
+        """Whether every request `later` could match is already taken by this route."""
+        if self.host is not None and self.host != later.host:
+            return False
+        if self.methods is not None and (
+            later.methods is None or not later.methods <= self.methods
+        ):
+            return False
+        return self.path.covers(later.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +130,20 @@ class Policy:
         return cls(tuple(routes))
 
     def match(self, host: str, path: str, method: str) -> Route | None:
-        """First route matching the normalised path; `host` may carry a port."""
+        """The first route matching host, normalised path and method; `host` may carry a port.
+
+        A route that matches the host and path but not the method ends the search unless a
+        later route for the same host and path lists the method: `PATCH /admin` must not
+        fall through from a GET/POST-only `/admin` route to a broader `/` route.
+        """
         bare_host = host_without_port(host)
+        owner: Route | None = None
         for route in self.routes:
-            if route.matches(bare_host, path, method):
+            if owner is not None and (route.path, route.host) != (owner.path, owner.host):
+                continue
+            if not route.matches_location(bare_host, path):
+                continue
+            if route.methods is None or method in route.methods:
                 return route
+            owner = owner or route
         return None

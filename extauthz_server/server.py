@@ -82,7 +82,12 @@ class Server:
         servicer = AuthorizationServicer(
             Authorizer(settings, resolver), Denials(provider.realm), provider.timeout_s
         )
-        self._grpc = grpc.aio.server()
+        # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
+        # 503 (status_on_error), instead of queueing checks that would time out anyway.
+        self._grpc = grpc.aio.server(
+            maximum_concurrent_rpcs=config.server.max_concurrent_checks,
+            options=[("grpc.so_reuseport", 0)],
+        )
         add_services(self._grpc, servicer, self._health)
         self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
         await self._grpc.start()

@@ -11,6 +11,8 @@ DEFAULT_MAX_TOKEN_BYTES = 8192
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# Several Authorization headers reach us joined by commas: `Basic x, Bearer y`.
+_JOINED_BEARER = re.compile(r",\s*bearer(\s|$)", re.IGNORECASE)
 
 
 class TokenProblem(enum.Enum):
@@ -39,7 +41,9 @@ def extract_bearer(
         return TokenProblem.MISSING
     scheme, _, rest = value.partition(" ")
     if scheme.lower() != "bearer":
-        return TokenProblem.MISSING if _is_other_scheme(scheme) else TokenProblem.MALFORMED
+        if not _is_other_scheme(scheme) or _JOINED_BEARER.search(value):
+            return TokenProblem.MALFORMED
+        return TokenProblem.MISSING
     token = rest.strip(" ")
     if not token or len(token) > max_bytes or _B64TOKEN.fullmatch(token) is None:
         return TokenProblem.MALFORMED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import jwt
@@ -199,3 +200,21 @@ def test_unreachable_keycloak_gives_503_never_200(
 
     assert reply.status == 503
     assert reply.json()["error"] == "temporarily_unavailable"
+
+
+def test_two_authorization_headers_are_malformed(envoy: EnvoyProcess, keycloak: Keycloak) -> None:
+    token = access_token(keycloak, "alice")
+    connection = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+    try:
+        connection.putrequest("GET", "/api/forms", skip_host=True)
+        connection.putheader("Host", "app.example")
+        connection.putheader("Authorization", f"Bearer {token}")
+        connection.putheader("Authorization", "Bearer other-token")
+        connection.endheaders()
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+
+    assert response.status == 401
+    assert 'error="invalid_request"' in (response.getheader("www-authenticate") or "")

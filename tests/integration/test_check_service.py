@@ -184,6 +184,17 @@ async def test_provider_fault_fails_closed_with_503(
     assert "Authentication failed" not in response.denied_response.body
 
 
+async def test_non_json_number_in_the_answer_fails_closed(
+    authz: RunningAuthz, standin: KeycloakStandIn
+) -> None:
+    # json.dumps writes NaN, which is not JSON; an `exp` of NaN would otherwise never expire.
+    standin.documents["nan"] = active_document("bob", ["manager"], exp=float("nan"))
+
+    response = await call_check(authz.channel, check_request("/api/forms", token="nan"))
+
+    assert response.denied_response.status.code == 503
+
+
 async def test_provider_fault_is_not_cached(authz: RunningAuthz, standin: KeycloakStandIn) -> None:
     standin.documents["bob-token"] = active_document("bob", ["manager"])
     standin.fault = Fault.SERVER_ERROR

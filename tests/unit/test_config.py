@@ -64,7 +64,8 @@ def test_seed_config_parses_into_the_documented_values(seed_config: Config) -> N
     assert routes[1].any_of == {"admin", "platformAdmin"}
     assert routes[2].path.kind is PathKind.PREFIX
     assert routes[3].any_of == frozenset()
-    assert routes[3].matches_everything
+    assert routes[3].path.is_catch_all
+    assert (routes[3].host, routes[3].methods) == (None, None)
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -147,16 +148,15 @@ def test_bad_override_names_the_variable(name: str, value: str, key_path: str) -
     assert config_error(PROVIDER, {name: value}).key_path == key_path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an override whose value is not valid YAML is reported with PyYAML's message, "
-        "which quotes the value; for EXTAUTHZ__PROVIDER__CLIENT_SECRET that prints the secret"
-    ),
-)
-def test_invalid_yaml_in_secret_override_does_not_echo_the_secret() -> None:
-    error = config_error(PROVIDER, {"EXTAUTHZ__PROVIDER__CLIENT_SECRET": "[TopSecretValue"})
-    assert error.key_path == "EXTAUTHZ__PROVIDER__CLIENT_SECRET"
+def test_string_override_is_taken_verbatim_so_any_secret_works() -> None:
+    for secret in ("[TopSecretValue", "123456", "true", "#hash"):
+        config = parse_config(PROVIDER, {"EXTAUTHZ__PROVIDER__CLIENT_SECRET": secret})
+        assert config.provider.client_secret.reveal() == secret
+
+
+def test_invalid_yaml_in_an_override_is_reported_without_echoing_the_value() -> None:
+    error = config_error(PROVIDER, {"EXTAUTHZ__PROVIDER__TIMEOUT_MS": "[TopSecretValue"})
+    assert error.key_path == "EXTAUTHZ__PROVIDER__TIMEOUT_MS"
     assert "TopSecretValue" not in str(error)
 
 
@@ -419,3 +419,29 @@ def test_secret_never_appears_in_the_config_repr(seed_config: Config) -> None:
 def test_errors_are_config_errors_with_code() -> None:
     error = config_error(PROVIDER + "cache: {ttl: 5}\n")
     assert error.code == "config_error"
+
+
+def test_null_override_clears_an_optional_key() -> None:
+    text = PROVIDER + '  introspection_endpoint: "http://kc/introspect"\n'
+    config = parse_config(text, {"EXTAUTHZ__PROVIDER__INTROSPECTION_ENDPOINT": "null"})
+    assert config.provider.introspection_endpoint is None
+
+
+def test_realm_with_control_characters_is_refused() -> None:
+    error = config_error(PROVIDER + '  realm: "demo\\r\\nSet-Cookie: x"\n')
+    assert error.key_path == "provider.realm"
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        ("{name: api, path_prefix: /api}", "{name: forms, path_prefix: /api/forms}"),
+        ("{name: all, path_glob: /**}", "{name: x, path: /x}"),
+        ("{name: same, path_prefix: /x}", "{name: again, path_prefix: /x}"),
+    ],
+    ids=["broader-prefix-first", "glob-catch-all-first", "duplicate-matcher"],
+)
+def test_route_shadowed_by_an_earlier_one_is_unreachable(earlier: str, later: str) -> None:
+    error = config_error(with_routes(earlier, later))
+    assert error.key_path == "routes[1]"
+    assert "unreachable" in error.problem

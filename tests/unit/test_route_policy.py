@@ -212,18 +212,33 @@ def test_host_matching_through_policy(pattern: str, host: str, matches: bool) ->
 
 @pytest.mark.parametrize(
     ("method", "expected"),
-    [("GET", "writes"), ("POST", "writes"), ("DELETE", "fallback"), ("get", "fallback")],
-    ids=["listed", "listed-other", "unlisted-falls-through", "methods-are-case-sensitive"],
+    [("GET", "writes"), ("POST", "writes"), ("DELETE", None), ("get", None)],
+    ids=["listed", "listed-other", "unlisted-stops-the-search", "methods-are-case-sensitive"],
 )
-def test_methods_restrict_a_route(method: str, expected: str) -> None:
+def test_methods_restrict_a_route(method: str, expected: str | None) -> None:
     policy = Policy.of([route("writes", "/api", methods={"GET", "POST"}), route("fallback", "/")])
     assert matched(policy, "/api/x", method=method) == expected
 
 
-def test_seed_admin_route_does_not_cover_unlisted_methods(seed_config: Config) -> None:
-    # Documents the seed's first-match semantics: PATCH /admin falls to the default route.
-    assert matched(seed_config.policy, "/admin/users/1", method="PATCH") == "default"
+def test_unlisted_method_does_not_fall_through_to_a_broader_route(seed_config: Config) -> None:
+    # PATCH /admin must not reach the catch-all route that any authenticated user passes.
+    assert matched(seed_config.policy, "/admin/users/1", method="PATCH") is None
     assert matched(seed_config.policy, "/admin/users/1", method="DELETE") == "admin"
+    assert matched(seed_config.policy, "/dashboard", method="PATCH") == "default"
+
+
+def test_later_route_for_the_same_path_may_take_other_methods() -> None:
+    policy = Policy.of(
+        [
+            route("read", "/api/forms", methods={"GET"}),
+            route("write", "/api/forms", methods={"POST"}, any_of={"creator"}),
+            route("other", "/api"),
+        ]
+    )
+    assert policy.match("h", "/api/forms/1", "GET") is policy.routes[0]
+    assert policy.match("h", "/api/forms/1", "POST") is policy.routes[1]
+    assert policy.match("h", "/api/forms/1", "DELETE") is None
+    assert policy.match("h", "/api/other", "DELETE") is policy.routes[2]
 
 
 def test_route_needs_method_host_and_path_to_all_match() -> None:
@@ -288,17 +303,45 @@ def test_permits(
     assert r.permits(frozenset(roles), frozenset(caller_scopes)) is permitted
 
 
+SHADOWS: list[tuple[str, Route, Route, bool]] = [
+    ("slash-prefix-covers-all", route("a", "/"), route("b", "/api"), True),
+    (
+        "glob-all-covers-all",
+        route("a", "/**", PathKind.GLOB),
+        route("b", "/x", PathKind.EXACT),
+        True,
+    ),
+    ("prefix-covers-deeper-prefix", route("a", "/api"), route("b", "/api/forms"), True),
+    ("prefix-covers-exact-inside", route("a", "/api"), route("b", "/api/x", PathKind.EXACT), True),
+    ("prefix-covers-its-own-exact", route("a", "/api"), route("b", "/api", PathKind.EXACT), True),
+    ("same-prefix-twice", route("a", "/api"), route("b", "/api"), True),
+    ("prefix-not-sibling", route("a", "/api"), route("b", "/apiary"), False),
+    ("prefix-not-glob", route("a", "/api"), route("b", "/api/*", PathKind.GLOB), False),
+    ("exact-not-prefix", route("a", "/api", PathKind.EXACT), route("b", "/api"), False),
+    ("host-limited", route("a", "/", host="a.example.com"), route("b", "/api"), False),
+    (
+        "same-host",
+        route("a", "/", host="a.example.com"),
+        route("b", "/api", host="a.example.com"),
+        True,
+    ),
+    ("methods-limited", route("a", "/", methods={"GET"}), route("b", "/api"), False),
+    (
+        "methods-superset",
+        route("a", "/", methods={"GET", "POST"}),
+        route("b", "/api", methods={"GET"}),
+        True,
+    ),
+    ("narrower-first", route("a", "/api/forms"), route("b", "/api"), False),
+]
+
+
 @pytest.mark.parametrize(
-    ("r", "everything"),
-    [
-        (route("r", "/"), True),
-        (route("r", "/", host="a.example.com"), False),
-        (route("r", "/", methods={"GET"}), False),
-        (route("r", "/api"), False),
-        (route("r", "/", PathKind.EXACT), False),
-        (route("r", "/**", PathKind.GLOB), False),
-    ],
-    ids=["slash-prefix", "with-host", "with-methods", "other-prefix", "exact-slash", "glob-all"],
+    ("earlier", "later", "shadowed"),
+    [case[1:] for case in SHADOWS],
+    ids=[case[0] for case in SHADOWS],
 )
-def test_matches_everything_only_for_unrestricted_slash_prefix(r: Route, everything: bool) -> None:
-    assert r.matches_everything is everything
+def test_a_route_is_shadowed_only_when_an_earlier_one_takes_all_its_requests(
+    earlier: Route, later: Route, shadowed: bool
+) -> None:
+    assert earlier.shadows(later) is shadowed

@@ -99,14 +99,6 @@ def test_authorization_header_gives_token_or_problem(
     assert extract_bearer(header) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: 'Basic x, Bearer y' (two Authorization headers joined) is classified MISSING "
-        "because only the first scheme is looked at; the docstring says joined headers are "
-        "malformed"
-    ),
-)
 def test_basic_then_bearer_joined_headers_are_malformed() -> None:
     assert extract_bearer("Basic YWxpY2U6c2VjcmV0, Bearer abc") is TokenProblem.MALFORMED
 

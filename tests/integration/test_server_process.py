@@ -1,0 +1,72 @@
+"""The installed command as an operator runs it: config errors, start-up and SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.authz_process import AuthzProcess
+from tests.support.configs import seed_config_text
+from tests.support.net import free_port
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extauthz_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+
+
+def dead_issuer() -> str:
+    return f"http://127.0.0.1:{free_port()}/realms/demo"
+
+
+def test_check_config_accepts_the_example_configuration() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+
+    result = run_cli(
+        "--config", str(example), "--check-config", env={"EXTAUTHZ_CLIENT_SECRET": "s"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "ok (4 routes)" in result.stdout
+
+
+def test_config_error_exits_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        seed_config_text(dead_issuer()).replace("timeout_ms: 150", "timeout_ms: fast")
+    )
+
+    result = run_cli("--config", str(config))
+
+    assert result.returncode == 2
+    assert "provider.timeout_ms: expected an integer" in result.stderr
+
+
+def test_missing_secret_variable_is_named_and_secret_values_are_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(seed_config_text(dead_issuer(), client_secret="${KC_SECRET_NOT_SET}"))
+
+    result = run_cli("--config", str(config), env={})
+
+    assert result.returncode == 2
+    assert (
+        "provider.client_secret: environment variable KC_SECRET_NOT_SET is not set" in result.stderr
+    )
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    server = AuthzProcess.start(seed_config_text(dead_issuer()), tmp_path)
+
+    exit_code = server.stop()
+
+    assert exit_code == 0
+    messages = server.log_lines()
+    assert any('"message": "shutting down"' in line for line in messages)
+    assert not any('"level": "ERROR"' in line for line in messages)
