@@ -111,6 +111,9 @@ class IntrospectionClient:
             )
             raise ProviderRejectedClient(f"introspection endpoint answered {status}")
         if status != 200:
+            if status == 404:
+                # A discovered endpoint may have moved: read discovery again next time.
+                self._endpoints.forget()
             log.error(
                 "introspection request refused with status %s (error %r)", status, _error_code(body)
             )
