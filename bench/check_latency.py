@@ -105,9 +105,7 @@ def main() -> None:
     limit: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        text = seed_config_text(standin.issuer, ttl_seconds=3600).replace(
-            "server: {", "logging: {audit: false}\nserver: {"
-        )
+        text = seed_config_text(standin.issuer, ttl_seconds=3600, logging={"audit": False})
         server = AuthzProcess.start(text, workdir)
         noop, noop_port = _start_noop(workdir)
         try:

@@ -1,4 +1,4 @@
-"""In-process identity cache: bounded LRU with per-entry expiry, keyed by token digest."""
+"""A bounded in-process LRU with per-entry expiry, bounded in entries and in (estimated) bytes."""
 
 from __future__ import annotations
 
@@ -6,51 +6,78 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
+K = TypeVar("K")
 V = TypeVar("V")
-
-
-class IdentityCache(Protocol[V]):
-    def get(self, key: bytes) -> V | None: ...
-
-    def put(self, key: bytes, value: V, ttl_s: float) -> None: ...
 
 
 @dataclass(slots=True)
 class _Entry(Generic[V]):
     value: V
     expires_at: float
+    size: int
 
 
-class MemoryCache(Generic[V]):
-    """Least-recently-used eviction past `max_entries`; expired entries are never returned."""
+class MemoryCache(Generic[K, V]):
+    """Least-recently-used eviction past `max_entries` or `max_bytes`; expired entries are
+    never returned. `on_evict` hears of every entry that leaves, however it leaves."""
 
-    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int | None = None,
+        on_evict: Callable[[K, V], None] | None = None,
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[bytes, _Entry[V]] = OrderedDict()
+        self._on_evict = on_evict
+        self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes) -> V | None:
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires_at <= self._clock():
-            del self._entries[key]
+            self._remove(key)
             return None
         self._entries.move_to_end(key)
         return entry.value
 
-    def put(self, key: bytes, value: V, ttl_s: float) -> None:
+    def put(self, key: K, value: V, ttl_s: float, size: int = 1) -> None:
+        if key in self._entries:
+            self._remove(key)
         if ttl_s <= 0:
-            self._entries.pop(key, None)
             return
-        self._entries[key] = _Entry(value, self._clock() + ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries[key] = _Entry(value, self._clock() + ttl_s, size)
+        self._bytes += size
+        while len(self._entries) > self._max_entries or (
+            self._max_bytes is not None and self._bytes > self._max_bytes and len(self._entries) > 1
+        ):
+            self._remove(next(iter(self._entries)))
+
+    def pop(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._remove(key)
+        return entry.value
+
+    def _remove(self, key: K) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.size
+        if self._on_evict is not None:
+            self._on_evict(key, entry.value)

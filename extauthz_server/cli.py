@@ -13,6 +13,7 @@ from extauthz_server.config import load_config
 from extauthz_server.errors import ConfigError
 from extauthz_server.logs import configure_logging
 from extauthz_server.server import serve
+from extauthz_server.workers import WORKER_FLAG, WorkerPool
 
 EXIT_CONFIG_ERROR = 2
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
     parser.add_argument("--version", action="version", version=__version__)
+    # Set by the worker pool on the processes it starts; not for people.
+    parser.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, os.environ)
@@ -36,5 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok ({len(config.policy.routes)} routes)")
         return 0
     configure_logging(config.log_level, config.audit_enabled)
-    asyncio.run(serve(config))
+    if config.server.workers > 1 and not args.worker:
+        return WorkerPool(args.config, config.server.workers, config.server.grace_period_s).run()
+    asyncio.run(serve(config, reuse_port=config.server.workers > 1))
     return 0

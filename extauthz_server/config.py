@@ -37,6 +37,7 @@ class ServerConfig:
     http_listen: str = "0.0.0.0:8181"
     grace_period_s: float = 5.0
     max_concurrent_checks: int = 1000
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class ProviderConfig:
     auth_method: ClientAuthMethod
     timeout_s: float
     realm: str
+    max_concurrency: int = 64
+    logout_audiences: frozenset[str] = frozenset()
+    jwks_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,13 @@ class CacheConfig:
     ttl_s: float = 60.0
     negative_ttl_s: float = 10.0
     max_entries: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    stale_if_error_s: float = 0.0
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    redis_namespace: str = "extauthz"
+    redis_timeout_s: float = 0.05
+    redis_max_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +194,17 @@ def _server(section: Section) -> ServerConfig:
         max_concurrent_checks=section.integer(
             "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
         ),
+        workers=section.integer("workers", 1, 1, 64),
     )
+    if server.workers > 1:
+        for name, address in (
+            ("grpc_listen", server.grpc_listen),
+            ("http_listen", server.http_listen),
+        ):
+            if address.endswith(":0"):
+                raise ConfigError(
+                    section.key(name), "workers > 1 share one port: give a fixed port, not 0"
+                )
     section.finish()
     return server
 
@@ -200,6 +221,9 @@ def _provider(section: Section, base_dir: Path) -> ProviderConfig:
     endpoint = section.optional_string("introspection_endpoint")
     if endpoint is not None:
         _url(section, "introspection_endpoint", endpoint)
+    jwks_uri = section.optional_string("jwks_uri")
+    if jwks_uri is not None:
+        _url(section, "jwks_uri", jwks_uri)
     client_id = section.string("client_id")
     secret = _secret(section, base_dir)
     method_text = section.string("auth_method", ClientAuthMethod.CLIENT_SECRET_BASIC.value)
@@ -209,6 +233,8 @@ def _provider(section: Section, base_dir: Path) -> ProviderConfig:
         choices = ", ".join(m.value for m in ClientAuthMethod)
         raise ConfigError(section.key("auth_method"), f"expected one of {choices}") from None
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
+    max_concurrency = section.integer("max_concurrency", 64, 1, 10_000)
+    logout_audiences = frozenset(section.string_list("logout_audiences"))
     realm = section.optional_string("realm") or urlsplit(issuer).path.rstrip("/").rsplit("/", 1)[-1]
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in realm):
         raise ConfigError(section.key("realm"), "may not contain control characters")
@@ -221,6 +247,9 @@ def _provider(section: Section, base_dir: Path) -> ProviderConfig:
         auth_method=method,
         timeout_s=timeout_ms / 1000,
         realm=realm or "extauthz",
+        max_concurrency=max_concurrency,
+        logout_audiences=logout_audiences,
+        jwks_uri=jwks_uri,
     )
 
 
@@ -267,10 +296,28 @@ def _role_map(roles: Section) -> RoleMap:
 
 
 def _cache(section: Section) -> CacheConfig:
+    redis_url = section.optional_string("redis_url")
+    if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(section.key("redis_url"), "expected a redis://, rediss:// or unix:// URL")
+    cluster = section.boolean("redis_cluster", False)
+    if cluster and redis_url is None:
+        raise ConfigError(section.key("redis_cluster"), "needs cache.redis_url")
+    if cluster and redis_url is not None and redis_url.startswith("unix:"):
+        raise ConfigError(section.key("redis_cluster"), "Redis Cluster is reached over TCP")
+    namespace = section.string("redis_namespace", "extauthz")
+    if not all(ch.isalnum() or ch in "-_.{}" for ch in namespace):
+        raise ConfigError(section.key("redis_namespace"), "letters, digits and -_.{} only")
     cache = CacheConfig(
         ttl_s=section.number("ttl_seconds", 60, 0, 86_400),
         negative_ttl_s=section.number("negative_ttl_seconds", 10, 0, 3_600),
         max_entries=section.integer("max_entries", 100_000, 1, 10_000_000),
+        max_bytes=section.integer("max_bytes", 256 * 1024 * 1024, 64 * 1024, 1 << 40),
+        stale_if_error_s=section.number("stale_if_error_seconds", 0, 0, 86_400),
+        redis_url=redis_url,
+        redis_cluster=cluster,
+        redis_namespace=namespace,
+        redis_timeout_s=section.integer("redis_timeout_ms", 50, 1, 10_000) / 1000,
+        redis_max_connections=section.integer("redis_max_connections", 64, 1, 10_000),
     )
     section.finish()
     return cache

@@ -1,10 +1,11 @@
-"""Where the introspection endpoint is: configured, or from OIDC discovery (re-read on failure)."""
+"""The provider's endpoints: configured, or read from OIDC discovery (re-read after a failure)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -15,24 +16,56 @@ log = logging.getLogger(__name__)
 MAX_DISCOVERY_BYTES = 256 * 1024
 
 
-class EndpointSource:
-    """The introspection URL. A fixed one is returned as is; a discovered one is cached
-    until `forget()` is called after a failure, so a moved endpoint is found again."""
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    issuer: str
+    introspection_endpoint: str
+    jwks_uri: str | None
 
-    def __init__(self, session: aiohttp.ClientSession, issuer: str, configured: str | None) -> None:
+
+class EndpointSource:
+    """Provider metadata. Configured endpoints are used as they are; anything not configured
+    comes from the discovery document, cached until `forget()` after a failure, so a moved
+    endpoint is found again."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        issuer: str,
+        introspection_endpoint: str | None,
+        jwks_uri: str | None = None,
+    ) -> None:
         self._session = session
+        self._issuer = issuer
         self._discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        self._configured = configured
-        self._discovered: str | None = None
+        self._configured_introspection = introspection_endpoint
+        self._configured_jwks = jwks_uri
+        self._discovered: ProviderMetadata | None = None
         self._lock = asyncio.Lock()
 
     @property
     def known(self) -> bool:
-        return self._configured is not None or self._discovered is not None
+        return self._configured_introspection is not None or self._discovered is not None
+
+    @property
+    def issuer(self) -> str:
+        """The issuer the provider names itself with (Keycloak: its frontend URL)."""
+        return self._discovered.issuer if self._discovered is not None else self._issuer
 
     async def introspection_endpoint(self, timeout_s: float) -> str:
-        if self._configured is not None:
-            return self._configured
+        if self._configured_introspection is not None:
+            return self._configured_introspection
+        return (await self.metadata(timeout_s)).introspection_endpoint
+
+    async def jwks_uri(self, timeout_s: float) -> str:
+        if self._configured_jwks is not None:
+            return self._configured_jwks
+        uri = (await self.metadata(timeout_s)).jwks_uri
+        if uri is None:
+            raise ProviderUnavailable("the discovery document has no jwks_uri")
+        return uri
+
+    async def metadata(self, timeout_s: float) -> ProviderMetadata:
         if self._discovered is not None:
             return self._discovered
         try:
@@ -44,10 +77,9 @@ class EndpointSource:
             raise ProviderUnavailable("discovery timed out") from exc
 
     def forget(self) -> None:
-        if self._configured is None:
-            self._discovered = None
+        self._discovered = None
 
-    async def _discover(self) -> str:
+    async def _discover(self) -> ProviderMetadata:
         try:
             async with self._session.get(self._discovery_url) as response:
                 if response.status != 200:
@@ -61,8 +93,22 @@ class EndpointSource:
             document = json.loads(body)
         except ValueError as exc:
             raise ProviderUnavailable("discovery document is not JSON") from exc
-        endpoint = document.get("introspection_endpoint") if isinstance(document, dict) else None
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        if not isinstance(document, dict):
+            raise ProviderUnavailable("discovery document is not a JSON object")
+        endpoint = _url(document.get("introspection_endpoint"))
+        if endpoint is None:
             raise ProviderUnavailable("discovery document has no introspection_endpoint")
+        issuer = document.get("issuer")
+        metadata = ProviderMetadata(
+            issuer=issuer if isinstance(issuer, str) and issuer else self._issuer,
+            introspection_endpoint=endpoint,
+            jwks_uri=_url(document.get("jwks_uri")),
+        )
         log.info("discovered introspection endpoint %s", endpoint)
-        return endpoint
+        return metadata
+
+
+def _url(value: object) -> str | None:
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return value
+    return None

@@ -1,4 +1,4 @@
-"""The small HTTP side: liveness and readiness for orchestrators."""
+"""The small HTTP side: liveness, readiness, and the back-channel logout endpoint."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from extauthz_server.logout_endpoint import MAX_REQUEST_BYTES, BackchannelLogout
 
-def build_http_app(is_ready: Callable[[], bool]) -> web.Application:
+LOGOUT_PATH = "/backchannel-logout"
+
+
+def build_http_app(
+    is_ready: Callable[[], bool], logout: BackchannelLogout | None = None
+) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -16,7 +22,9 @@ def build_http_app(is_ready: Callable[[], bool]) -> web.Application:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "waiting for the identity provider"}, status=503)
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if logout is not None:
+        app.router.add_post(LOGOUT_PATH, logout.handle)
     return app

@@ -1,4 +1,5 @@
-"""IdentityResolver: token digest → cache → introspection (one per token at a time) → Identity."""
+"""IdentityResolver: token digest → L1 → L2 → introspection (one call per token at a time,
+a bounded number at once) → Identity, cached in both levels."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from extauthz_server.cache import IdentityCache
-from extauthz_server.errors import ProviderUnavailable
-from extauthz_server.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.entries import CacheEntry
+from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
+from extauthz_server.identity import (
+    EXPIRY_SKEW_SECONDS,
+    Identity,
+    Inactive,
+    identity_from_introspection,
+)
+from extauthz_server.local_cache import Invalidation, LocalIdentityCache
 from extauthz_server.roles import ClaimPath
 from extauthz_server.tokens import log_id, token_digest
 
 log = logging.getLogger(__name__)
+
+MIN_INTROSPECTION_BUDGET_S = 0.005
 
 
 class Introspector(Protocol):
@@ -24,36 +33,64 @@ class Introspector(Protocol):
     ) -> Mapping[str, object]: ...
 
 
+class SharedCache(Protocol):
+    """The L2 seam (RedisCache); it must never raise."""
+
+    async def get(self, digest: bytes) -> CacheEntry | None: ...
+
+    async def put(self, digest: bytes, entry: CacheEntry) -> None: ...
+
+    async def invalidate(self, invalidation: Invalidation) -> Invalidation: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     ttl_s: float
     negative_ttl_s: float
+    stale_if_error_s: float = 0.0
+
+
+@dataclass(slots=True)
+class ResolverStats:
+    l1_hits: int = 0
+    l2_hits: int = 0
+    misses: int = 0
+    introspections: int = 0
+    stale_served: int = 0
+    saturated: int = 0
 
 
 class IdentityResolver:
-    """Resolves tokens to identities. Only answers the provider actually gave are cached:
-    an identity until min(ttl, token exp), an `active: false` briefly; errors never."""
+    """Only answers the provider actually gave are cached: an identity until min(ttl, token
+    exp), an `active: false` for the negative ttl; provider errors never."""
 
     def __init__(
         self,
         introspector: Introspector,
-        cache: IdentityCache[Identity | Inactive],
+        local: LocalIdentityCache,
         cache_policy: CachePolicy,
         role_claims: tuple[ClaimPath, ...],
+        *,
+        shared: SharedCache | None = None,
+        max_concurrency: int = 64,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._introspector = introspector
-        self._cache = cache
+        self._local = local
+        self._shared = shared
         self._cache_policy = cache_policy
         self._role_claims = role_claims
         self._wall_clock = wall_clock
+        self._slots = asyncio.BoundedSemaphore(max_concurrency)
         self._in_flight: dict[bytes, asyncio.Future[Identity | Inactive]] = {}
+        self.stats = ResolverStats()
 
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
         digest = token_digest(token)
-        cached = self._cache.get(digest)
-        if cached is not None:
-            return cached
+        entry = self._local.get(digest)
+        if entry is not None and entry.is_fresh(self._wall_clock()):
+            self.stats.l1_hits += 1
+            return entry.result
         pending = self._in_flight.get(digest)
         if pending is not None:
             joined = await self._join(pending, timeout_s)
@@ -62,7 +99,7 @@ class IdentityResolver:
         future: asyncio.Future[Identity | Inactive] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = future
         try:
-            result = await self._introspect(token, digest, timeout_s)
+            result = await self._resolve_uncached(token, digest, entry, timeout_s)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -76,6 +113,12 @@ class IdentityResolver:
             return result
         finally:
             del self._in_flight[digest]
+
+    async def invalidate(self, invalidation: Invalidation) -> int:
+        """A logout: drop the session from L2 (telling every process) and from this L1."""
+        if self._shared is not None:
+            invalidation = await self._shared.invalidate(invalidation)
+        return self._local.invalidate(invalidation)
 
     async def _join(
         self, pending: asyncio.Future[Identity | Inactive], timeout_s: float
@@ -92,16 +135,74 @@ class IdentityResolver:
                 return None
             raise
 
-    async def _introspect(self, token: str, digest: bytes, timeout_s: float) -> Identity | Inactive:
-        document = await self._introspector.introspect(token, timeout_s)
+    async def _resolve_uncached(
+        self, token: str, digest: bytes, stale: CacheEntry | None, timeout_s: float
+    ) -> Identity | Inactive:
+        deadline = time.monotonic() + timeout_s
+        if self._shared is not None:
+            shared = await self._shared.get(digest)
+            if shared is not None and shared.is_fresh(self._wall_clock()):
+                self.stats.l2_hits += 1
+                self._local.put(digest, shared)
+                return shared.result
+            stale = stale or shared
+        self.stats.misses += 1
+        try:
+            document = await self._introspect(token, deadline)
+        except ProviderRejectedClient:
+            raise
+        except ProviderUnavailable:
+            if stale is not None and self._may_serve_stale(stale):
+                self.stats.stale_served += 1
+                log.warning(
+                    "provider unavailable; serving token %s from stale cache", log_id(digest)
+                )
+                return stale.result
+            raise
+        return await self._store(digest, document)
+
+    def _may_serve_stale(self, entry: CacheEntry) -> bool:
+        return entry.is_usable_stale(self._wall_clock()) and not self._local.is_revoked(
+            entry.session_id
+        )
+
+    async def _introspect(self, token: str, deadline: float) -> Mapping[str, object]:
+        """One introspection, waiting for a free slot no longer than the deadline allows."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            self.stats.saturated += 1
+            raise ProviderUnavailable("introspection concurrency limit reached") from exc
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining < MIN_INTROSPECTION_BUDGET_S:
+                # The slot came free too late for a call to have any chance of answering.
+                self.stats.saturated += 1
+                raise ProviderUnavailable("introspection concurrency limit reached")
+            self.stats.introspections += 1
+            return await self._introspector.introspect(token, remaining)
+        finally:
+            self._slots.release()
+
+    async def _store(self, digest: bytes, document: Mapping[str, object]) -> Identity | Inactive:
         now = self._wall_clock()
         result = identity_from_introspection(document, self._role_claims, now)
+        policy = self._cache_policy
         if isinstance(result, Identity):
-            ttl = self._cache_policy.ttl_s
+            fresh_until = now + policy.ttl_s
+            stale_until = fresh_until + policy.stale_if_error_s
             if result.expires_at is not None:
-                ttl = min(ttl, result.expires_at - now)
-            self._cache.put(digest, result, ttl)
+                usable_until = result.expires_at - EXPIRY_SKEW_SECONDS
+                fresh_until = min(fresh_until, usable_until)
+                stale_until = min(stale_until, usable_until)
         else:
             log.info("token %s is not usable: %s", log_id(digest), result.value)
-            self._cache.put(digest, result, self._cache_policy.negative_ttl_s)
+            fresh_until = stale_until = now + policy.negative_ttl_s
+        if fresh_until <= now:
+            return result
+        entry = CacheEntry(result, fresh_until, stale_until)
+        self._local.put(digest, entry)
+        if self._shared is not None:
+            await self._shared.put(digest, entry)
         return result

@@ -12,21 +12,25 @@ import grpc
 from aiohttp import web
 
 from extauthz_server.authorizer import Authorizer, AuthorizerSettings
-from extauthz_server.cache import MemoryCache
 from extauthz_server.config import Config
 from extauthz_server.decision import Denials
 from extauthz_server.discovery import EndpointSource
 from extauthz_server.errors import ProviderError
 from extauthz_server.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.http_app import build_http_app
-from extauthz_server.identity import Identity, Inactive
 from extauthz_server.introspection import ClientCredentials, IntrospectionClient
+from extauthz_server.jwks import JwksCache
+from extauthz_server.local_cache import LocalIdentityCache
+from extauthz_server.logout_endpoint import BackchannelLogout
+from extauthz_server.redis_cache import RedisCache, connect
 from extauthz_server.resolver import CachePolicy, IdentityResolver
 
 log = logging.getLogger(__name__)
 
 HTTP_POOL_SIZE = 100
 DISCOVERY_RETRY_MAX_S = 30.0
+REDIS_CONNECT_TIMEOUT_S = 2.0
+LOGOUT_KEYS_TIMEOUT_S = 2.0
 
 
 def _split_listen(address: str) -> tuple[str, int]:
@@ -35,8 +39,9 @@ def _split_listen(address: str) -> tuple[str, int]:
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
         self.config = config
+        self._reuse_port = reuse_port
         self.grpc_port = 0
         self.http_port = 0
         self._session: aiohttp.ClientSession | None = None
@@ -44,7 +49,10 @@ class Server:
         self._http: web.AppRunner | None = None
         self._health = HealthServicer()
         self._endpoints: EndpointSource | None = None
-        self._warmup: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.local_cache: LocalIdentityCache | None = None
+        self.shared_cache: RedisCache | None = None
+        self.resolver: IdentityResolver | None = None
 
     def is_ready(self) -> bool:
         return self._endpoints is not None and self._endpoints.known
@@ -57,7 +65,7 @@ class Server:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._endpoints = EndpointSource(
-            self._session, provider.issuer, provider.introspection_endpoint
+            self._session, provider.issuer, provider.introspection_endpoint, provider.jwks_uri
         )
         introspection = IntrospectionClient(
             self._session,
@@ -65,13 +73,34 @@ class Server:
             ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
             provider.timeout_s,
         )
-        cache: MemoryCache[Identity | Inactive] = MemoryCache(config.cache.max_entries)
-        resolver = IdentityResolver(
+        cache = config.cache
+        horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)
+        self.local_cache = LocalIdentityCache(cache.max_entries, cache.max_bytes, horizon_s)
+        if cache.redis_url is not None:
+            self.shared_cache = RedisCache(
+                connect(
+                    cache.redis_url,
+                    cache.redis_cluster,
+                    cache.redis_timeout_s,
+                    cache.redis_max_connections,
+                ),
+                cache.redis_namespace,
+                cache.redis_timeout_s,
+                horizon_s,
+            )
+            await self.shared_cache.warm_up(REDIS_CONNECT_TIMEOUT_S)
+            self._tasks.append(
+                asyncio.create_task(self.shared_cache.listen(self.local_cache.invalidate))
+            )
+        self.resolver = IdentityResolver(
             introspection,
-            cache,
-            CachePolicy(config.cache.ttl_s, config.cache.negative_ttl_s),
+            self.local_cache,
+            CachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.stale_if_error_s),
             config.role_claims,
+            shared=self.shared_cache,
+            max_concurrency=provider.max_concurrency,
         )
+        resolver = self.resolver
         settings = AuthorizerSettings(
             policy=config.policy,
             role_map=config.role_map,
@@ -86,19 +115,26 @@ class Server:
         # 503 (status_on_error), instead of queueing checks that would time out anyway.
         self._grpc = grpc.aio.server(
             maximum_concurrent_rpcs=config.server.max_concurrent_checks,
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", int(self._reuse_port))],
         )
         add_services(self._grpc, servicer, self._health)
         self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
         await self._grpc.start()
 
-        self._http = web.AppRunner(build_http_app(self.is_ready), access_log=None)
+        logout = None
+        if provider.logout_audiences:
+            keys = JwksCache(self._session, self._endpoints.jwks_uri, LOGOUT_KEYS_TIMEOUT_S)
+            endpoints = self._endpoints
+            logout = BackchannelLogout(
+                keys, lambda: endpoints.issuer, provider.logout_audiences, resolver.invalidate
+            )
+        self._http = web.AppRunner(build_http_app(self.is_ready, logout), access_log=None)
         await self._http.setup()
         http_host, http_port = _split_listen(config.server.http_listen)
-        site = web.TCPSite(self._http, http_host, http_port)
+        site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
-        self._warmup = asyncio.create_task(self._discover_until_known())
+        self._tasks.append(asyncio.create_task(self._discover_until_known()))
         log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
 
     async def _discover_until_known(self) -> None:
@@ -116,20 +152,24 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""
         self._health.set_not_serving()
-        if self._warmup is not None:
-            self._warmup.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._warmup
+                await task
+        self._tasks.clear()
         if self._grpc is not None:
             await self._grpc.stop(self.config.server.grace_period_s)
         if self._http is not None:
             await self._http.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self.shared_cache is not None:
+            await self.shared_cache.close()
 
 
-async def serve(config: Config) -> None:
-    server = Server(config)
+async def serve(config: Config, *, reuse_port: bool = False) -> None:
+    server = Server(config, reuse_port=reuse_port)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

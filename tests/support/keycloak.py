@@ -425,6 +425,26 @@ class Keycloak:
                 f"logout of {username!r} failed with {reply.status}: {reply.body!r}"
             )
 
+    def client_representation(self, client_id: str, admin_token: str | None = None) -> dict[str, Any]:
+        """The admin REST representation of a client of the demo realm."""
+        token = admin_token or self.admin_token()
+        query = urllib.parse.urlencode({"clientId": client_id})
+        reply = self._must_answer(
+            "GET", f"{self.base_url}/admin/realms/{REALM}/clients?{query}", bearer=token
+        )
+        clients = json.loads(reply.body) if reply.status == 200 else None
+        if not isinstance(clients, list) or len(clients) != 1:
+            raise KeycloakError(f"client {client_id!r} lookup gave {reply.status}: {reply.body!r}")
+        representation: dict[str, Any] = clients[0]
+        return representation
+
+    def update_client(self, representation: Mapping[str, Any]) -> None:
+        """PUT a (modified) client representation back through the admin REST API."""
+        url = f"{self.base_url}/admin/realms/{REALM}/clients/{representation['id']}"
+        reply = self._must_answer("PUT", url, bearer=self.admin_token(), json_body=representation)
+        if reply.status != 204:
+            raise KeycloakError(f"client update failed with {reply.status}: {reply.body!r}")
+
     def _must_answer(
         self,
         method: str,
@@ -433,8 +453,9 @@ class Keycloak:
         form: Mapping[str, str] | None = None,
         basic: tuple[str, str] | None = None,
         bearer: str | None = None,
+        json_body: Mapping[str, Any] | None = None,
     ) -> HttpReply:
-        reply = _request(method, url, form=form, basic=basic, bearer=bearer)
+        reply = _request(method, url, form=form, basic=basic, bearer=bearer, json_body=json_body)
         if reply is None:
             raise KeycloakError(f"{method} {url}: no answer from Keycloak")
         return reply
@@ -447,13 +468,18 @@ def _request(
     form: Mapping[str, str] | None = None,
     basic: tuple[str, str] | None = None,
     bearer: str | None = None,
+    json_body: Mapping[str, Any] | None = None,
     timeout_s: float = _HTTP_TIMEOUT_S,
 ) -> HttpReply | None:
     """One HTTP exchange; any status is a reply, a connection failure is None."""
     data = urllib.parse.urlencode(form).encode() if form is not None else None
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
     request.add_header("Accept", "application/json")
-    if data is not None:
+    if json_body is not None:
+        request.add_header("Content-Type", "application/json")
+    elif data is not None:
         request.add_header("Content-Type", "application/x-www-form-urlencoded")
     if basic is not None:
         # RFC 6749 §2.3.1: form-encode id and secret before base64.

@@ -1,0 +1,179 @@
+"""The provider's signing keys, read from its JWKS over aiohttp and refetched, rate-limited,
+when a token names a key we have not seen (key rotation)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+
+from extauthz_server.errors import ProviderUnavailable
+from extauthz_server.logout import KeyNotFound
+
+log = logging.getLogger(__name__)
+
+MAX_JWKS_BYTES = 256 * 1024
+
+# Which JWK (kty, crv) can verify which JWS algorithm (RFC 7518 §3.3-3.5). Symmetric "oct"
+# keys are absent on purpose: a published HMAC secret would let anyone mint tokens.
+_KEY_SHAPE_FOR_ALG: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _SigningKey:
+    kid: str | None
+    alg: str
+    jwk: jwt.PyJWK
+
+
+class JwksCache:
+    """Signing keys by `kid` and `alg`, fetched on first use.
+
+    An unknown `kid` triggers a refetch, at most one per `min_refetch_interval_s` however
+    many tokens name unknown keys, so forged `kid`s cannot make us hammer the provider.
+    A failed fetch keeps the previous keys and is remembered for the same interval.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        jwks_uri: Callable[[float], Awaitable[str]],
+        timeout_s: float,
+        min_refetch_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._jwks_uri = jwks_uri
+        self._timeout_s = timeout_s
+        self._min_refetch_interval_s = min_refetch_interval_s
+        self._clock = clock
+        self._keys: tuple[_SigningKey, ...] = ()
+        self._attempted_at: float | None = None
+        self._attempts = 0
+        self._last_failed = False
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        """The key to verify a token signed with `alg` by key `kid`.
+
+        Raises `KeyNotFound`, or `ProviderUnavailable` when the JWKS cannot be read.
+        """
+        if alg not in _KEY_SHAPE_FOR_ALG:
+            raise KeyNotFound(kid, alg)
+        key = self._find(kid, alg)
+        if key is None:
+            await self._refetch()
+            key = self._find(kid, alg)
+        if key is None:
+            raise KeyNotFound(kid, alg)
+        return key
+
+    def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        matches = [k.jwk for k in self._keys if k.alg == alg and (kid is None or k.kid == kid)]
+        # Without a kid, only an unambiguous key will do.
+        if len(matches) == 1 or (kid is not None and matches):
+            return matches[0]
+        return None
+
+    async def _refetch(self) -> None:
+        attempts_seen = self._attempts
+        try:
+            async with asyncio.timeout(self._timeout_s), self._lock:
+                now = self._clock()
+                recently = (
+                    self._attempted_at is not None
+                    and now - self._attempted_at < self._min_refetch_interval_s
+                )
+                # Another task fetched while we waited for the lock, or the rate limit holds:
+                # use what that fetch gave.
+                if self._attempts != attempts_seen or recently:
+                    if self._last_failed:
+                        raise ProviderUnavailable("JWKS fetch failed recently")
+                    return
+                self._attempted_at = now
+                self._attempts += 1
+                self._last_failed = True
+                self._keys = await self._fetch()
+                self._last_failed = False
+        except TimeoutError as exc:
+            raise ProviderUnavailable("JWKS fetch timed out") from exc
+
+    async def _fetch(self) -> tuple[_SigningKey, ...]:
+        url = await self._jwks_uri(self._timeout_s)
+        try:
+            async with self._session.get(url, headers={"Accept": "application/json"}) as response:
+                if response.status != 200:
+                    raise ProviderUnavailable(f"JWKS answered {response.status}")
+                body = await response.content.read(MAX_JWKS_BYTES + 1)
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(f"JWKS fetch failed: {type(exc).__name__}") from exc
+        if len(body) > MAX_JWKS_BYTES:
+            raise ProviderUnavailable("JWKS document too large")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ProviderUnavailable("JWKS document is not JSON") from exc
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise ProviderUnavailable("JWKS document has no keys array")
+        keys = tuple(key for entry in entries for key in _signing_keys(entry))
+        if not keys:
+            log.warning("JWKS at %s has no usable signing key", url)
+        log.info("loaded %d signing keys from JWKS", len(keys))
+        return keys
+
+
+def _signing_keys(entry: object) -> list[_SigningKey]:
+    """The (kid, alg) pairs a JWKS entry may verify; none for encryption or unusable keys."""
+    if not isinstance(entry, dict):
+        return []
+    # Keycloak publishes an RSA-OAEP "use": "enc" key next to its signing keys (FACTS §5).
+    if entry.get("use", "sig") != "sig":
+        return []
+    key_ops = entry.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        return []
+    kid = entry.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        return []
+    declared = entry.get("alg")
+    if declared is None:
+        algs = [alg for alg, shape in _KEY_SHAPE_FOR_ALG.items() if _has_shape(entry, shape)]
+    elif declared in _KEY_SHAPE_FOR_ALG and _has_shape(entry, _KEY_SHAPE_FOR_ALG[declared]):
+        algs = [declared]
+    else:
+        return []
+    keys: list[_SigningKey] = []
+    for alg in algs:
+        try:
+            jwk = jwt.PyJWK(entry, algorithm=alg)
+        except jwt.PyJWTError as exc:
+            log.warning("skipping JWKS key %r: %s", kid, type(exc).__name__)
+            return []
+        if jwk.Algorithm.check_key_length(jwk.key):
+            log.warning("skipping JWKS key %r: too short for %s", kid, alg)
+            return []
+        keys.append(_SigningKey(kid, alg, jwk))
+    return keys
+
+
+def _has_shape(entry: dict[str, Any], shape: tuple[str, str | None]) -> bool:
+    kty, crv = shape
+    return entry.get("kty") == kty and (crv is None or entry.get("crv") == crv)

@@ -1,0 +1,72 @@
+"""POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0 §2.5, §2.8): the provider
+tells us a session ended, and every cached identity of it is dropped in every process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from extauthz_server.errors import ProviderError
+from extauthz_server.local_cache import Invalidation
+from extauthz_server.logout import KeySource, LogoutTokenError, verify_logout_token
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class BackchannelLogout:
+    def __init__(
+        self,
+        keys: KeySource,
+        issuer: Callable[[], str],
+        audiences: frozenset[str],
+        invalidate: Callable[[Invalidation], Awaitable[int]],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audiences = audiences
+        self._invalidate = invalidate
+        self._wall_clock = wall_clock
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/x-www-form-urlencoded":
+            return _error(400, "the logout token must be form-encoded")
+        form = await request.post()
+        token = form.get("logout_token")
+        if not isinstance(token, str) or not token:
+            return _error(400, "logout_token is missing")
+        try:
+            event = await verify_logout_token(
+                token, self._keys, self._issuer(), self._audiences, self._wall_clock()
+            )
+        except LogoutTokenError as exc:
+            log.warning("rejected a back-channel logout token: %s", exc.code)
+            return _error(400, "the logout token is not acceptable")
+        except ProviderError as exc:
+            log.error("cannot verify a back-channel logout token: %s", exc)
+            return _error(503, "the provider's keys are unavailable")
+        # §2.6: with a `sid` the logout ends that session; with only `sub`, all of them.
+        invalidation = Invalidation(
+            session_id=event.session_id,
+            subject=None if event.session_id is not None else event.subject,
+        )
+        dropped = await self._invalidate(invalidation)
+        log.info(
+            "back-channel logout",
+            extra={"sid": event.session_id, "sub": event.subject, "dropped": dropped},
+        )
+        return web.Response(status=200, headers=_NO_STORE)
+
+
+def _error(status: int, description: str) -> web.Response:
+    return web.json_response(
+        {"error": "invalid_request", "error_description": description},
+        status=status,
+        headers=_NO_STORE,
+    )

@@ -1,0 +1,253 @@
+"""L2: the identity cache shared through Redis by every replica and worker, and the channel
+on which a logout reaches all of their L1 caches. It degrades and never fails: when Redis
+is down or slow, every call answers "nothing" within its timeout and checks go on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from extauthz_server.entries import CacheEntry, EntryFormatError, decode_entry, encode_entry
+from extauthz_server.local_cache import Invalidation
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# After a failure, Redis is left alone this long so that a dead server costs one timeout a
+# second, not one per check.
+RETRY_INTERVAL_S = 1.0
+LISTEN_BACKOFF_MAX_S = 5.0
+MAX_INVALIDATION_BYTES = 64 * 1024
+
+
+def connect(url: str, cluster: bool, timeout_s: float, max_connections: int) -> Any:
+    """A pooled redis-py asyncio client (or cluster client) for `url`."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "max_connections": max_connections,
+        # redis-py's default retries with backoff would outlast our own timeout; one
+        # immediate retry replaces a pooled connection that died with a restarted server.
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return aioredis.from_url(url, **options)
+
+
+class RedisCache:
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        timeout_s: float,
+        horizon_s: float,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._timeout_s = timeout_s
+        # Longest any entry can live (fresh + stale); session indexes and revocation
+        # markers are kept this long.
+        self._horizon_s = max(1, int(horizon_s) + 1)
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._retry_at = 0.0
+        self._down = False
+        self.errors = 0
+        self.channel = f"{namespace}:invalidate"
+
+    @property
+    def available(self) -> bool:
+        return not self._down
+
+    def _entry_key(self, digest: bytes) -> str:
+        return f"{self._namespace}:id:{digest.hex()}"
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self._namespace}:sid:{session_id}"
+
+    def _subject_key(self, subject: str) -> str:
+        return f"{self._namespace}:sub:{subject}"
+
+    def _revoked_key(self, session_id: str) -> str:
+        return f"{self._namespace}:revoked:{session_id}"
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T | None:
+        if self._down and self._monotonic() < self._retry_at:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await operation()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.errors += 1
+            self._retry_at = self._monotonic() + RETRY_INTERVAL_S
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "redis unavailable during %s (%s); continuing with the in-process cache",
+                    what,
+                    type(exc).__name__,
+                )
+            return None
+        if self._down:
+            self._down = False
+            log.info("redis is available again")
+        return result
+
+    async def warm_up(self, timeout_s: float) -> None:
+        """Connect (and for a cluster, learn the slot map) before the first check needs it;
+        a failure only means the first checks go without Redis."""
+        initialize = getattr(self._client, "initialize", None)
+
+        async def connect() -> object:
+            if initialize is not None:
+                await initialize()
+            return await self._client.ping()
+
+        saved, self._timeout_s = self._timeout_s, timeout_s
+        try:
+            await self._call("connect", connect)
+        finally:
+            self._timeout_s = saved
+
+    async def get(self, digest: bytes) -> CacheEntry | None:
+        data = await self._call("get", lambda: self._client.get(self._entry_key(digest)))
+        if data is None:
+            return None
+        try:
+            return decode_entry(data)
+        except EntryFormatError:
+            log.warning("ignoring an unreadable cache entry in redis")
+            return None
+
+    async def put(self, digest: bytes, entry: CacheEntry) -> None:
+        ttl_ms = int((entry.stale_until - self._wall_clock()) * 1000)
+        if ttl_ms <= 0:
+            return
+        sid, subject = entry.session_id, entry.subject
+        if sid is not None:
+            revoked = await self._call("get", lambda: self._client.exists(self._revoked_key(sid)))
+            if revoked:
+                return
+        key = self._entry_key(digest)
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(key, encode_entry(entry), px=ttl_ms)
+            for index in (
+                self._session_key(sid) if sid else None,
+                self._subject_key(subject) if subject else None,
+            ):
+                if index is not None:
+                    pipe.sadd(index, digest.hex())
+                    pipe.expire(index, self._horizon_s)
+            await pipe.execute()
+
+        await self._call("put", write)
+
+    async def invalidate(self, invalidation: Invalidation) -> Invalidation:
+        """Drop the session's (or subject's) entries from Redis, remember the session as
+        revoked, and tell every process; returns the invalidation with the digests found."""
+        indexes = []
+        if invalidation.session_id is not None:
+            indexes.append(self._session_key(invalidation.session_id))
+        if invalidation.subject is not None:
+            indexes.append(self._subject_key(invalidation.subject))
+
+        async def members() -> set[bytes]:
+            found: set[bytes] = set()
+            for index in indexes:
+                for member in await self._client.smembers(index):
+                    with contextlib.suppress(ValueError):
+                        found.add(
+                            bytes.fromhex(member.decode() if isinstance(member, bytes) else member)
+                        )
+            return found
+
+        digests = set(invalidation.digests) | (await self._call("read index", members) or set())
+        complete = Invalidation(invalidation.session_id, invalidation.subject, tuple(digests))
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for digest in digests:
+                pipe.delete(self._entry_key(digest))
+            for index in indexes:
+                pipe.delete(index)
+            if invalidation.session_id is not None:
+                pipe.set(self._revoked_key(invalidation.session_id), b"1", ex=self._horizon_s)
+            await pipe.execute()
+            await self._client.publish(self.channel, _encode_invalidation(complete))
+
+        await self._call("invalidate", write)
+        return complete
+
+    async def listen(self, on_invalidation: Callable[[Invalidation], object]) -> None:
+        """Apply every invalidation published by any process, until cancelled; reconnects."""
+        backoff = 0.2
+        while True:
+            pubsub = None
+            try:
+                initialize = getattr(self._client, "initialize", None)
+                if initialize is not None:
+                    # A cluster client must know the slot map before it can subscribe.
+                    await initialize()
+                pubsub = self._client.pubsub()
+                await pubsub.subscribe(self.channel)
+                backoff = 0.2
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    invalidation = _decode_invalidation(message.get("data"))
+                    if invalidation is not None:
+                        on_invalidation(invalidation)
+            except Exception as exc:
+                log.debug("invalidation channel lost (%s); reconnecting", type(exc).__name__)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, LISTEN_BACKOFF_MAX_S)
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
+
+
+def _encode_invalidation(invalidation: Invalidation) -> bytes:
+    return json.dumps(
+        {
+            "sid": invalidation.session_id,
+            "sub": invalidation.subject,
+            "digests": [digest.hex() for digest in invalidation.digests],
+        }
+    ).encode()
+
+
+def _decode_invalidation(data: object) -> Invalidation | None:
+    if not isinstance(data, bytes | str) or len(data) > MAX_INVALIDATION_BYTES:
+        return None
+    try:
+        document = json.loads(data)
+        sid, sub = document.get("sid"), document.get("sub")
+        digests = tuple(bytes.fromhex(item) for item in document.get("digests", []))
+    except (ValueError, AttributeError, TypeError):
+        log.warning("ignoring a malformed invalidation message")
+        return None
+    if not (isinstance(sid, str) or sid is None) or not (isinstance(sub, str) or sub is None):
+        return None
+    return Invalidation(session_id=sid, subject=sub, digests=digests)
