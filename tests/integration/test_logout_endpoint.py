@@ -1,4 +1,4 @@
-"""The back-channel logout endpoint refuses what it cannot verify and is absent unless configured."""
+"""The back-channel logout endpoint refuses what it cannot verify; it exists only if configured."""
 
 from __future__ import annotations
 

@@ -425,7 +425,9 @@ class Keycloak:
                 f"logout of {username!r} failed with {reply.status}: {reply.body!r}"
             )
 
-    def client_representation(self, client_id: str, admin_token: str | None = None) -> dict[str, Any]:
+    def client_representation(
+        self, client_id: str, admin_token: str | None = None
+    ) -> dict[str, Any]:
         """The admin REST representation of a client of the demo realm."""
         token = admin_token or self.admin_token()
         query = urllib.parse.urlencode({"clientId": client_id})
