@@ -1,6 +1,6 @@
-"""Latency of one Check on a cache hit, as Envoy sees it: our server in its own process,
-one gRPC client calling sequentially over loopback, the provider a local stand-in; and the
-same for a no-op Check server on the same stack (the limit), measured in the same run.
+"""Latency of one Check on a cache hit (L1, and L2 in Redis), as Envoy sees it: our server in
+its own process, one gRPC client calling sequentially over loopback, the provider a local
+stand-in; and the same for a no-op Check server on the same stack (the limit), in one run.
 
     .venv/bin/python -m bench.check_latency [--calls 5000] [--rounds 3]
 
@@ -27,22 +27,24 @@ from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import CHECK_METHOD, check_request
 from tests.support.configs import seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn
+from tests.support.redis_server import RedisServer
 
-TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "a" * 800 + ".sig"
+TOKENS = tuple(f"eyJhbGciOiJSUzI1NiJ9.{letter * 800}.sig" for letter in "ab")
 
 
 def _start_standin() -> KeycloakStandIn:
     standin = KeycloakStandIn()
-    standin.documents[TOKEN] = {
-        "active": True,
-        "token_type": "Bearer",
-        "sub": "sub-bob",
-        "preferred_username": "bob",
-        "email": "bob@example.com",
-        "client_id": "web-app",
-        "exp": int(time.time()) + 3600,
-        "realm_access": {"roles": ["manager", "offline_access", "default-roles-demo"]},
-    }
+    for token in TOKENS:
+        standin.documents[token] = {
+            "active": True,
+            "token_type": "Bearer",
+            "sub": "sub-bob",
+            "preferred_username": "bob",
+            "email": "bob@example.com",
+            "client_id": "web-app",
+            "exp": int(time.time()) + 3600,
+            "realm_access": {"roles": ["manager", "offline_access", "default-roles-demo"]},
+        }
     started = threading.Event()
 
     def run() -> None:
@@ -56,8 +58,9 @@ def _start_standin() -> KeycloakStandIn:
     return standin
 
 
-def _measure(port: int, calls: int) -> list[float]:
-    """Latencies in µs of `calls` sequential Checks, after a warm-up; all must be allowed."""
+def _measure(port: int, calls: int, tokens: tuple[str, ...] = TOKENS[:1]) -> list[float]:
+    """Latencies in µs of `calls` sequential Checks, after a warm-up; all must be allowed.
+    Several tokens are used in turn."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         check = channel.unary_unary(
             CHECK_METHOD,
@@ -65,11 +68,12 @@ def _measure(port: int, calls: int) -> list[float]:
             response_deserializer=external_auth_pb2.CheckResponse.FromString,
         )
         headers = {f"x-header-{i}": "v" * 20 for i in range(10)}
-        request = check_request("/api/forms/1", token=TOKEN, headers=headers)
-        for _ in range(200):
-            check(request, timeout=1)
+        requests = [check_request("/api/forms/1", token=t, headers=headers) for t in tokens]
+        for index in range(200):
+            check(requests[index % len(requests)], timeout=1)
         samples = []
-        for _ in range(calls):
+        for index in range(calls):
+            request = requests[index % len(requests)]
             started = time.perf_counter_ns()
             reply = check(request, timeout=1)
             samples.append((time.perf_counter_ns() - started) / 1000)
@@ -101,29 +105,46 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     standin = _start_standin()
-    ours: list[float] = []
+    l1: list[float] = []
+    l2: list[float] = []
     limit: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        text = seed_config_text(standin.issuer, ttl_seconds=3600, logging={"audit": False})
-        server = AuthzProcess.start(text, workdir)
+        (workdir / "l1").mkdir()
+        (workdir / "l2").mkdir()
+        redis = RedisServer.start(workdir / "redis")
+        quiet = {"audit": False}
+        l1_server = AuthzProcess.start(
+            seed_config_text(standin.issuer, ttl_seconds=3600, logging=quiet), workdir / "l1"
+        )
+        # An L1 of one entry and two tokens in turn: every Check misses L1 and hits Redis.
+        l2_config = {"redis_url": redis.url, "max_entries": 1}
+        l2_server = AuthzProcess.start(
+            seed_config_text(standin.issuer, ttl_seconds=3600, cache=l2_config, logging=quiet),
+            workdir / "l2",
+        )
         noop, noop_port = _start_noop(workdir)
         try:
-            # Alternate the two so drift in the machine's load hits both alike.
+            # Interleave the servers so drift in the machine's load hits all of them alike.
             for _ in range(args.rounds):
-                ours += _measure(server.grpc_port, args.calls)
                 limit += _measure(noop_port, args.calls)
+                l1 += _measure(l1_server.grpc_port, args.calls)
+                l2 += _measure(l2_server.grpc_port, args.calls, TOKENS)
         finally:
-            server.stop()
+            l1_server.stop()
+            l2_server.stop()
+            redis.stop()
             noop.terminate()
             noop.wait(10)
-    ours.sort()
-    limit.sort()
+    for samples in (l1, l2, limit):
+        samples.sort()
     print(f"sequential Checks over loopback gRPC, {args.rounds} x {args.calls} calls each")
     print(_summary("no-op server (limit)", limit))
-    print(_summary("extauthz-server, L1 hit", ours))
-    added = statistics.median(ours) - statistics.median(limit)
-    print(f"added by extauthz-server on a cache hit: {added:.0f} µs (median difference)")
+    print(_summary("extauthz-server, L1 hit", l1))
+    print(_summary("extauthz-server, L2 hit", l2))
+    for name, samples in (("L1", l1), ("L2", l2)):
+        added = statistics.median(samples) - statistics.median(limit)
+        print(f"added over the limit on an {name} hit: {added:.0f} µs (median difference)")
 
 
 if __name__ == "__main__":
