@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 
 import aiohttp
 
 from extauthz_server.errors import ProviderUnavailable
+from extauthz_server.provider_http import fetch_json
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,12 @@ class EndpointSource:
         self._discovered = None
 
     async def _discover(self) -> ProviderMetadata:
-        try:
-            async with self._session.get(self._discovery_url) as response:
-                if response.status != 200:
-                    raise ProviderUnavailable(f"discovery answered {response.status}")
-                body = await response.content.read(MAX_DISCOVERY_BYTES + 1)
-        except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(f"discovery failed: {type(exc).__name__}") from exc
-        if len(body) > MAX_DISCOVERY_BYTES:
-            raise ProviderUnavailable("discovery document too large")
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise ProviderUnavailable("discovery document is not JSON") from exc
+        document = await fetch_json(
+            self._session,
+            self._discovery_url,
+            what="discovery document",
+            max_bytes=MAX_DISCOVERY_BYTES,
+        )
         if not isinstance(document, dict):
             raise ProviderUnavailable("discovery document is not a JSON object")
         endpoint = _url(document.get("introspection_endpoint"))

@@ -4,7 +4,6 @@ when a token names a key we have not seen (key rotation)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ import jwt
 
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.logout import KeyNotFound
+from extauthz_server.provider_http import fetch_json
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,9 @@ class JwksCache:
 
     async def _fetch(self) -> tuple[_SigningKey, ...]:
         url = await self._jwks_uri(self._timeout_s)
-        try:
-            async with self._session.get(url, headers={"Accept": "application/json"}) as response:
-                if response.status != 200:
-                    raise ProviderUnavailable(f"JWKS answered {response.status}")
-                body = await response.content.read(MAX_JWKS_BYTES + 1)
-        except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(f"JWKS fetch failed: {type(exc).__name__}") from exc
-        if len(body) > MAX_JWKS_BYTES:
-            raise ProviderUnavailable("JWKS document too large")
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderUnavailable("JWKS document is not JSON") from exc
+        document = await fetch_json(
+            self._session, url, what="JWKS document", max_bytes=MAX_JWKS_BYTES
+        )
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise ProviderUnavailable("JWKS document has no keys array")

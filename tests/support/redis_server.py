@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from redis.backoff import NoBackoff
@@ -155,17 +154,6 @@ class RedisServer:
             f"port {self._port} still taken after {_BIND_ATTEMPTS} attempts\n{problem}"
         )
 
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _argv(self, executable: str) -> list[str]:
         argv = [
             executable,
@@ -290,17 +278,6 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self._nodes:
             node.stop()
-
-    def __enter__(self) -> RedisCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _create(self) -> None:
         redis_cli = _executable("redis-cli", "redis-tools")
