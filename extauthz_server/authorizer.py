@@ -37,81 +37,106 @@ class AuthorizerSettings:
     max_token_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    settings: AuthorizerSettings
+    denials: Denials
+
+
 class Authorizer:
     def __init__(self, settings: AuthorizerSettings, source: IdentitySource) -> None:
-        self._settings = settings
+        self._state = _State(settings, Denials(settings.realm))
         self._source = source
-        self._denials = Denials(settings.realm)
+
+    @property
+    def settings(self) -> AuthorizerSettings:
+        return self._state.settings
+
+    def reconfigure(self, settings: AuthorizerSettings) -> None:
+        """Swap routes, role map and header names in one step; a Check under way finishes
+        with the settings it started with."""
+        self._state = _State(settings, Denials(settings.realm))
 
     async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
+        state = self._state
+        settings, denials = state.settings, state.denials
         try:
             path = normalise_path(request.path)
         except PathError:
-            return self._denials.deny(Reason.BAD_REQUEST)
-        route = self._settings.policy.match(request.host, path, request.method)
+            return denials.deny(Reason.BAD_REQUEST)
+        route = settings.policy.match(request.host, path, request.method)
         if route is None:
-            return self._denials.deny(Reason.NO_ROUTE)
-        token = extract_bearer(request.authorization, self._settings.max_token_bytes)
+            return denials.deny(Reason.NO_ROUTE)
+        token = extract_bearer(request.authorization, settings.max_token_bytes)
         if route.public:
-            return await self._check_public(route, token, timeout_s)
+            return await self._check_public(settings, route, token, timeout_s)
         if token is TokenProblem.MISSING:
-            return self._denials.deny(Reason.MISSING_TOKEN, route=route.name)
+            return denials.deny(Reason.MISSING_TOKEN, route=route.name)
         if token is TokenProblem.MALFORMED:
-            return self._denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
+            return denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
         try:
             identity = await self._source.resolve(token.value, timeout_s)
         except ProviderRejectedClient:
-            return self._denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
+            return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
         except ProviderError as exc:
             log.warning("identity provider unavailable: %s", exc)
-            return self._denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
+            return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
-            return self._denials.deny(Reason.INVALID_TOKEN, route=route.name)
-        roles = self._settings.role_map.map(identity.provider_roles)
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+        roles = settings.role_map.map(identity.provider_roles)
         if not route.permits(roles, identity.scopes):
-            return self._denials.deny(
+            return denials.deny(
                 Reason.INSUFFICIENT_ROLE,
                 route=route.name,
                 subject=identity.subject,
                 required_scopes=route.scopes,
             )
-        return self._allow(Reason.ALLOWED, route, identity, roles)
+        return _allow(settings, Reason.ALLOWED, route, identity, roles)
 
     async def _check_public(
-        self, route: Route, token: BearerToken | TokenProblem, timeout_s: float
+        self,
+        settings: AuthorizerSettings,
+        route: Route,
+        token: BearerToken | TokenProblem,
+        timeout_s: float,
     ) -> Decision:
         """A public route needs no token; a valid one still gets its identity headers."""
         if not isinstance(token, BearerToken):
-            return self._allow(Reason.PUBLIC, route, None, frozenset())
+            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
         try:
             identity = await self._source.resolve(token.value, timeout_s)
         except ProviderError as exc:
             log.warning("identity provider unavailable on a public route: %s", exc)
             identity = Inactive.NOT_ACTIVE
         if isinstance(identity, Inactive):
-            return self._allow(Reason.PUBLIC, route, None, frozenset())
-        roles = self._settings.role_map.map(identity.provider_roles)
-        return self._allow(Reason.PUBLIC, route, identity, roles)
+            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        roles = settings.role_map.map(identity.provider_roles)
+        return _allow(settings, Reason.PUBLIC, route, identity, roles)
 
-    def _allow(
-        self, reason: Reason, route: Route, identity: Identity | None, roles: frozenset[str]
-    ) -> Decision:
-        headers = upstream_headers(self._settings.header_names, identity, roles)
-        sorted_roles = tuple(sorted(roles))
-        metadata = {"reason": reason.value, "route": route.name}
-        if identity is not None:
-            metadata["subject"] = identity.subject
-            metadata["roles"] = ",".join(sorted_roles)
-            if identity.client_id:
-                metadata["client"] = identity.client_id
-        return Decision(
-            allowed=True,
-            status=200,
-            reason=reason,
-            upstream_headers=headers.to_set,
-            headers_to_remove=headers.to_remove,
-            route=route.name,
-            subject=identity.subject if identity else None,
-            roles=sorted_roles,
-            metadata=metadata,
-        )
+
+def _allow(
+    settings: AuthorizerSettings,
+    reason: Reason,
+    route: Route,
+    identity: Identity | None,
+    roles: frozenset[str],
+) -> Decision:
+    headers = upstream_headers(settings.header_names, identity, roles)
+    sorted_roles = tuple(sorted(roles))
+    metadata = {"reason": reason.value, "route": route.name}
+    if identity is not None:
+        metadata["subject"] = identity.subject
+        metadata["roles"] = ",".join(sorted_roles)
+        if identity.client_id:
+            metadata["client"] = identity.client_id
+    return Decision(
+        allowed=True,
+        status=200,
+        reason=reason,
+        upstream_headers=headers.to_set,
+        headers_to_remove=headers.to_remove,
+        route=route.name,
+        subject=identity.subject if identity else None,
+        roles=sorted_roles,
+        metadata=metadata,
+    )

@@ -1,24 +1,62 @@
-"""Command line: `extauthz-server --config FILE [--check-config]`."""
+"""Command line.
+
+extauthz-server [serve] --config FILE       run the server (SIGTERM/SIGINT stop it)
+extauthz-server validate-config FILE        check a configuration; exit 2 naming the key
+extauthz-server check --config FILE --path P [--method M] [--host H]
+                      [--token T | --claims FILE] [--json]
+                                            explain the decision for one request
+extauthz-server demo [...]                  the local demo (see `demo --help`)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from extauthz_server import __version__
-from extauthz_server.config import load_config
+from extauthz_server.config import Config, load_config
+from extauthz_server.decision import Reason
 from extauthz_server.errors import ConfigError
+from extauthz_server.explain import Explanation, explain, read_claims
+from extauthz_server.identity import Identity
 from extauthz_server.logs import configure_logging
+from extauthz_server.request import AuthRequest
 from extauthz_server.server import serve
 from extauthz_server.workers import WORKER_FLAG, WorkerPool
 
+EXIT_DENIED = 1
 EXIT_CONFIG_ERROR = 2
+EXIT_PROVIDER_ERROR = 3
+COMMANDS = ("serve", "validate-config", "check", "demo")
+_PROVIDER_FAILURES = frozenset({Reason.PROVIDER_UNAVAILABLE, Reason.PROVIDER_REJECTED_CLIENT})
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "serve"
+    if command == "demo":
+        # Imported on demand: the demo brings an identity provider and an Envoy launcher.
+        demo = importlib.import_module("extauthz_server.demo.run")
+        code: int = demo.run_demo(args)
+        return code
+    try:
+        if command == "validate-config":
+            return _validate(args)
+        if command == "check":
+            return _check(args)
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"extauthz-server: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+
+def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="extauthz-server", description="Envoy external authorization backed by Keycloak."
     )
@@ -30,16 +68,72 @@ def main(argv: list[str] | None = None) -> int:
     # Set by the worker pool on the processes it starts; not for people.
     parser.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"extauthz-server: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+    config = load_config(args.config, os.environ)
     if args.check_config:
-        print(f"{args.config}: ok ({len(config.policy.routes)} routes)")
-        return 0
+        return _report_valid(args.config, config)
     configure_logging(config.log_level, config.audit_enabled)
     if config.server.workers > 1 and not args.worker:
         return WorkerPool(args.config, config.server.workers, config.server.grace_period_s).run()
-    asyncio.run(serve(config, reuse_port=config.server.workers > 1))
+    asyncio.run(serve(config, config_path=args.config, reuse_port=config.server.workers > 1))
     return 0
+
+
+def _report_valid(path: Path, config: Config) -> int:
+    print(f"{path}: ok ({len(config.policy.routes)} routes)")
+    return 0
+
+
+def _validate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="extauthz-server validate-config")
+    parser.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+    return _report_valid(args.config, load_config(args.config, os.environ))
+
+
+def _check(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="extauthz-server check",
+        description="Explain the decision for one request. Exit 0 allowed, 1 denied, "
+        "2 configuration error, 3 provider unreachable.",
+    )
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--path", required=True, help="request path, query string allowed")
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--host", default="")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--token", help="a bearer token, introspected at the provider")
+    source.add_argument(
+        "--claims", type=Path, help="a JSON introspection answer to use instead of a token"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, os.environ)
+    claims = read_claims(args.claims) if args.claims is not None else None
+    token = args.token if args.token is not None else ("cli-claims" if claims else None)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = AuthRequest(method=args.method, host=args.host, path=args.path, headers=headers)
+    explanation = asyncio.run(explain(config, request, claims=claims, now=time.time()))
+    _print(explanation, as_json=args.json)
+    if explanation.decision.reason in _PROVIDER_FAILURES:
+        return EXIT_PROVIDER_ERROR
+    return 0 if explanation.decision.allowed else EXIT_DENIED
+
+
+def _print(explanation: Explanation, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(explanation.as_dict(), indent=2))
+        return
+    decision, identity = explanation.decision, explanation.identity
+    verdict = "allow" if decision.allowed else "deny"
+    provider_roles = sorted(identity.provider_roles) if isinstance(identity, Identity) else []
+    lines = [
+        f"decision:        {verdict} ({decision.status}, {decision.reason.value})",
+        f"route:           {decision.route or '(none)'}",
+        f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
+        f"provider roles:  {', '.join(provider_roles) or '(none)'}",
+        f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",
+        *(f"set header:      {name}: {value}" for name, value in decision.upstream_headers),
+        *(f"removed header:  {name}" for name in decision.headers_to_remove),
+        *(f"to the client:   {name}: {value}" for name, value in decision.response_headers),
+    ]
+    print("\n".join(lines))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from extauthz_server.authorizer import AuthorizerSettings
 from extauthz_server.config_reader import EnvValue, Section, describe
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
@@ -80,6 +81,7 @@ class Config:
     max_token_bytes: int
     log_level: str
     audit_enabled: bool = True
+    audit_allow_sample_rate: float = 1.0
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:
@@ -160,6 +162,7 @@ def _build(top: Section, base_dir: Path) -> Config:
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("logging.level", "expected DEBUG, INFO, WARNING or ERROR")
     audit_enabled = logging_section.boolean("audit", True)
+    audit_allow_sample_rate = logging_section.number("audit_allow_sample_rate", 1.0, 0.0, 1.0)
     logging_section.finish()
     policy = _policy(top, role_map)
     top.finish()
@@ -174,6 +177,7 @@ def _build(top: Section, base_dir: Path) -> Config:
         max_token_bytes=max_token_bytes,
         log_level=log_level,
         audit_enabled=audit_enabled,
+        audit_allow_sample_rate=audit_allow_sample_rate,
     )
 
 
@@ -410,3 +414,14 @@ def _methods(section: Section) -> frozenset[str] | None:
     if bad or not methods:
         raise ConfigError(section.key("methods"), "expected a non-empty list of HTTP methods")
     return methods
+
+
+def authorizer_settings(config: Config) -> AuthorizerSettings:
+    """The part of the configuration the decision path uses (and a reload may replace)."""
+    return AuthorizerSettings(
+        policy=config.policy,
+        role_map=config.role_map,
+        header_names=config.headers,
+        realm=config.provider.realm,
+        max_token_bytes=config.max_token_bytes,
+    )

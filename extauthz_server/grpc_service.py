@@ -19,8 +19,10 @@ from extauthz_server._proto.google.rpc import status_pb2
 from extauthz_server._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from extauthz_server.authorizer import Authorizer
 from extauthz_server.decision import Decision, Denials, Header, Reason
-from extauthz_server.logs import audit
+from extauthz_server.logs import Auditor
+from extauthz_server.metrics import CheckMetrics
 from extauthz_server.request import AuthRequest
+from extauthz_server.resolver import lookup_level
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,15 @@ _GRPC_CODE = {200: 0, 400: 3, 401: 16, 403: 7, 503: 14}
 
 
 def to_auth_request(request: external_auth_pb2.CheckRequest) -> AuthRequest:
-    http = request.attributes.request.http
+    attributes = request.attributes
+    http = attributes.request.http
     return AuthRequest(
         method=http.method,
         host=http.host,
         path=http.path,
         headers=_headers(http),
         request_id=http.id,
+        source_address=attributes.source.address.socket_address.address,
     )
 
 
@@ -84,9 +88,18 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, authorizer: Authorizer, denials: Denials, provider_timeout_s: float) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        denials: Denials,
+        provider_timeout_s: float,
+        metrics: CheckMetrics,
+        auditor: Auditor,
+    ) -> None:
         self._authorizer = authorizer
         self._provider_timeout_s = provider_timeout_s
+        self._metrics = metrics
+        self._auditor = auditor
         self._internal_error = to_check_response(denials.deny(Reason.INTERNAL_ERROR))
 
     async def Check(
@@ -96,7 +109,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         try:
             auth_request = to_auth_request(request)
             decision = await self._authorizer.check(auth_request, self._budget(context))
-            audit(auth_request, decision, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.record_decision(decision, elapsed)
+            self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
             return to_check_response(decision)
         except asyncio.CancelledError:
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -26,8 +27,10 @@ class BackchannelLogout:
         issuer: Callable[[], str],
         audiences: frozenset[str],
         invalidate: Callable[[Invalidation], Awaitable[int]],
+        results: Counter[str],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._results = results
         self._keys = keys
         self._issuer = issuer
         self._audiences = audiences
@@ -46,9 +49,11 @@ class BackchannelLogout:
                 token, self._keys, self._issuer(), self._audiences, self._wall_clock()
             )
         except LogoutTokenError as exc:
+            self._results["rejected"] += 1
             log.warning("rejected a back-channel logout token: %s", exc.code)
             return _error(400, "the logout token is not acceptable")
         except ProviderError as exc:
+            self._results["keys_unavailable"] += 1
             log.error("cannot verify a back-channel logout token: %s", exc)
             return _error(503, "the provider's keys are unavailable")
         # §2.6: with a `sid` the logout ends that session; with only `sub`, all of them.
@@ -57,6 +62,7 @@ class BackchannelLogout:
             subject=None if event.session_id is not None else event.subject,
         )
         dropped = await self._invalidate(invalidation)
+        self._results["accepted"] += 1
         log.info(
             "back-channel logout",
             extra={"sid": event.session_id, "sub": event.subject, "dropped": dropped},

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import sys
 import time
+from collections.abc import Callable
 
 from extauthz_server.decision import Decision
 from extauthz_server.request import AuthRequest
@@ -45,23 +47,41 @@ def configure_logging(level: str, audit_enabled: bool = True) -> None:
     audit_log.disabled = not audit_enabled
 
 
-def audit(request: AuthRequest, decision: Decision, elapsed_s: float) -> None:
-    """One line per decision: who, what, which rule, and the outcome."""
-    if not audit_log.isEnabledFor(logging.INFO):
-        return
-    audit_log.info(
-        "decision",
-        extra={
-            "request_id": request.request_id,
-            "method": request.method,
-            "host": request.host,
-            "path": request.path.partition("?")[0],
-            "allowed": decision.allowed,
-            "status": decision.status,
-            "reason": decision.reason.value,
-            "route": decision.route,
-            "subject": decision.subject,
-            "roles": ",".join(decision.roles),
-            "elapsed_ms": round(elapsed_s * 1000, 3),
-        },
-    )
+class Auditor:
+    """One line per decision: who, what, which rule, the outcome. Every deny is written;
+    allows are sampled at `allow_sample_rate`. Never a token or a header value other than
+    the request id."""
+
+    def __init__(
+        self, allow_sample_rate: float = 1.0, sample: Callable[[], float] = random.random
+    ) -> None:
+        self._allow_sample_rate = allow_sample_rate
+        self._sample = sample
+
+    def record(
+        self, request: AuthRequest, decision: Decision, elapsed_s: float, cache_level: str
+    ) -> None:
+        if not audit_log.isEnabledFor(logging.INFO):
+            return
+        sampled_out = self._allow_sample_rate < 1.0 and self._sample() >= self._allow_sample_rate
+        if decision.allowed and sampled_out:
+            return
+        audit_log.info(
+            "decision",
+            extra={
+                "decision": "allow" if decision.allowed else "deny",
+                "status": decision.status,
+                "reason": decision.reason.value,
+                "route": decision.route,
+                "method": request.method,
+                "host": request.host,
+                "path": request.path.partition("?")[0].partition("#")[0],
+                "subject": decision.subject,
+                "roles": ",".join(decision.roles),
+                "client": decision.metadata.get("client"),
+                "source": request.source_address,
+                "request_id": request.headers.get("x-request-id") or request.request_id,
+                "cache": cache_level,
+                "elapsed_ms": round(elapsed_s * 1000, 3),
+            },
+        )

@@ -13,6 +13,7 @@ class AuthRequest:
     path: str
     headers: Mapping[str, str]
     request_id: str = ""
+    source_address: str = ""
 
     @property
     def authorization(self) -> str | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from extauthz_server.identity import (
     identity_from_introspection,
 )
 from extauthz_server.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.metrics import CheckMetrics
 from extauthz_server.roles import ClaimPath
 from extauthz_server.tokens import log_id, token_digest
 
@@ -58,6 +60,12 @@ class ResolverStats:
     introspections: int = 0
     stale_served: int = 0
     saturated: int = 0
+    in_flight: int = 0
+
+
+# Which level answered the current Check (read by the audit line): "l1", "l2", "provider",
+# "stale", or "" when no identity was looked up.
+lookup_level: ContextVar[str] = ContextVar("lookup_level", default="")
 
 
 class IdentityResolver:
@@ -73,8 +81,10 @@ class IdentityResolver:
         *,
         shared: SharedCache | None = None,
         max_concurrency: int = 64,
+        metrics: CheckMetrics | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._metrics = metrics or CheckMetrics()
         self._introspector = introspector
         self._local = local
         self._shared = shared
@@ -90,11 +100,13 @@ class IdentityResolver:
         entry = self._local.get(digest)
         if entry is not None and entry.is_fresh(self._wall_clock()):
             self.stats.l1_hits += 1
+            lookup_level.set("l1")
             return entry.result
         pending = self._in_flight.get(digest)
         if pending is not None:
             joined = await self._join(pending, timeout_s)
             if joined is not None:
+                lookup_level.set("coalesced")
                 return joined
         future: asyncio.Future[Identity | Inactive] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = future
@@ -143,23 +155,32 @@ class IdentityResolver:
             shared = await self._shared.get(digest)
             if shared is not None and shared.is_fresh(self._wall_clock()):
                 self.stats.l2_hits += 1
+                lookup_level.set("l2")
                 self._local.put(digest, shared)
                 return shared.result
             stale = stale or shared
         self.stats.misses += 1
+        lookup_level.set("provider")
+        started = time.monotonic()
         try:
             document = await self._introspect(token, deadline)
         except ProviderRejectedClient:
+            self._metrics.record_introspection("rejected_client", time.monotonic() - started)
             raise
         except ProviderUnavailable:
+            self._metrics.record_introspection("error", time.monotonic() - started)
             if stale is not None and self._may_serve_stale(stale):
                 self.stats.stale_served += 1
+                lookup_level.set("stale")
                 log.warning(
                     "provider unavailable; serving token %s from stale cache", log_id(digest)
                 )
                 return stale.result
             raise
-        return await self._store(digest, document)
+        result = await self._store(digest, document)
+        outcome = "active" if isinstance(result, Identity) else "inactive"
+        self._metrics.record_introspection(outcome, time.monotonic() - started)
+        return result
 
     def _may_serve_stale(self, entry: CacheEntry) -> bool:
         return entry.is_usable_stale(self._wall_clock()) and not self._local.is_revoked(
@@ -181,7 +202,11 @@ class IdentityResolver:
                 self.stats.saturated += 1
                 raise ProviderUnavailable("introspection concurrency limit reached")
             self.stats.introspections += 1
-            return await self._introspector.introspect(token, remaining)
+            self.stats.in_flight += 1
+            try:
+                return await self._introspector.introspect(token, remaining)
+            finally:
+                self.stats.in_flight -= 1
         finally:
             self._slots.release()
 

@@ -5,25 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 
 import aiohttp
 import grpc
 from aiohttp import web
 
-from extauthz_server.authorizer import Authorizer, AuthorizerSettings
-from extauthz_server.config import Config
+from extauthz_server.authorizer import Authorizer
+from extauthz_server.config import Config, authorizer_settings, load_config
 from extauthz_server.decision import Denials
 from extauthz_server.discovery import EndpointSource
-from extauthz_server.errors import ProviderError
+from extauthz_server.errors import ConfigError, ProviderError
 from extauthz_server.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.http_app import build_http_app
 from extauthz_server.introspection import ClientCredentials, IntrospectionClient
 from extauthz_server.jwks import JwksCache
 from extauthz_server.local_cache import LocalIdentityCache
 from extauthz_server.logout_endpoint import BackchannelLogout
+from extauthz_server.logs import Auditor
+from extauthz_server.metrics import CacheReadings, CheckMetrics, MetricsRegistry
 from extauthz_server.redis_cache import RedisCache, connect
-from extauthz_server.resolver import CachePolicy, IdentityResolver
+from extauthz_server.resolver import CachePolicy, IdentityResolver, ResolverStats
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,52 @@ class Server:
         self.local_cache: LocalIdentityCache | None = None
         self.shared_cache: RedisCache | None = None
         self.resolver: IdentityResolver | None = None
+        self.metrics = CheckMetrics()
+        self.authorizer: Authorizer | None = None
+
+    def _cache_readings(self) -> CacheReadings:
+        stats = self.resolver.stats if self.resolver is not None else ResolverStats()
+        local, shared = self.local_cache, self.shared_cache
+        return CacheReadings(
+            l1_hits=stats.l1_hits,
+            l2_hits=stats.l2_hits,
+            misses=stats.misses,
+            stale_served=stats.stale_served,
+            saturated=stats.saturated,
+            in_flight=stats.in_flight,
+            l1_entries=len(local) if local is not None else 0,
+            l1_bytes=local.size_bytes if local is not None else 0,
+            redis_errors=shared.errors if shared is not None else 0,
+            redis_available=shared.available if shared is not None else None,
+        )
+
+    def reload(self, config_path: Path) -> bool:
+        """Apply the routes, role mapping, header names and realm of the file at once, or
+        keep the configuration in force when the file does not validate."""
+        try:
+            new = load_config(config_path, os.environ)
+        except ConfigError as exc:
+            self.metrics.reloads["failed"] += 1
+            log.error("configuration reload rejected, the old one stays in force: %s", exc)
+            return False
+        old = self.config
+        needs_restart = [
+            name
+            for name, before, after in (
+                ("server", old.server, new.server),
+                ("provider", old.provider, new.provider),
+                ("cache", old.cache, new.cache),
+                ("roles.claims", old.role_claims, new.role_claims),
+            )
+            if before != after
+        ]
+        if needs_restart:
+            log.warning("reload: changes to %s take effect at the next restart", needs_restart)
+        if self.authorizer is not None:
+            self.authorizer.reconfigure(authorizer_settings(new))
+        self.metrics.reloads["ok"] += 1
+        log.info("configuration reloaded", extra={"routes": len(new.policy.routes)})
+        return True
 
     def is_ready(self) -> bool:
         return self._endpoints is not None and self._endpoints.known
@@ -99,17 +149,16 @@ class Server:
             config.role_claims,
             shared=self.shared_cache,
             max_concurrency=provider.max_concurrency,
+            metrics=self.metrics,
         )
         resolver = self.resolver
-        settings = AuthorizerSettings(
-            policy=config.policy,
-            role_map=config.role_map,
-            header_names=config.headers,
-            realm=provider.realm,
-            max_token_bytes=config.max_token_bytes,
-        )
+        self.authorizer = Authorizer(authorizer_settings(config), resolver)
         servicer = AuthorizationServicer(
-            Authorizer(settings, resolver), Denials(provider.realm), provider.timeout_s
+            self.authorizer,
+            Denials(provider.realm),
+            provider.timeout_s,
+            self.metrics,
+            Auditor(config.audit_allow_sample_rate),
         )
         # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
         # 503 (status_on_error), instead of queueing checks that would time out anyway.
@@ -126,9 +175,16 @@ class Server:
             keys = JwksCache(self._session, self._endpoints.jwks_uri, LOGOUT_KEYS_TIMEOUT_S)
             endpoints = self._endpoints
             logout = BackchannelLogout(
-                keys, lambda: endpoints.issuer, provider.logout_audiences, resolver.invalidate
+                keys,
+                lambda: endpoints.issuer,
+                provider.logout_audiences,
+                resolver.invalidate,
+                self.metrics.logouts,
             )
-        self._http = web.AppRunner(build_http_app(self.is_ready, logout), access_log=None)
+        registry = MetricsRegistry(self.metrics, self._cache_readings)
+        self._http = web.AppRunner(
+            build_http_app(self.is_ready, registry.render, logout), access_log=None
+        )
         await self._http.setup()
         http_host, http_port = _split_listen(config.server.http_listen)
         site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
@@ -168,13 +224,17 @@ class Server:
             await self.shared_cache.close()
 
 
-async def serve(config: Config, *, reuse_port: bool = False) -> None:
+async def serve(
+    config: Config, *, config_path: Path | None = None, reuse_port: bool = False
+) -> None:
     server = Server(config, reuse_port=reuse_port)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
     try:
         await stop.wait()
         log.info("shutting down")

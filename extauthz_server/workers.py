@@ -31,6 +31,7 @@ class WorkerPool:
         """Run until SIGTERM or SIGINT; returns the exit code for the parent."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._forward(signal.SIGHUP))
         self._processes = [self._spawn(index) for index in range(self._count)]
         delays = [0.5] * self._count
         while not self._stopping.wait(0.2):
@@ -49,6 +50,11 @@ class WorkerPool:
                 delays[index] = min(delays[index] * 2, RESTART_DELAY_MAX_S)
                 self._processes[index] = self._spawn(index)
         return self._stop()
+
+    def _forward(self, signum: signal.Signals) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signum)
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([*self._argv, WORKER_FLAG], env=os.environ.copy())  # noqa: S603

@@ -1,0 +1,113 @@
+"""`extauthz-server validate-config` and `check`: the "why was I denied" tool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import seed_config_text
+from tests.support.net import free_port
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extauthz_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(seed_config_text(f"http://127.0.0.1:{free_port()}/realms/demo"))
+    return path
+
+
+def claims_file(tmp_path: Path, roles: list[str]) -> Path:
+    path = tmp_path / "claims.json"
+    document = {
+        "active": True,
+        "token_type": "Bearer",
+        "sub": "sub-bob",
+        "preferred_username": "bob",
+        "client_id": "web-app",
+        "exp": int(time.time()) + 300,
+        "realm_access": {"roles": roles},
+    }
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_validate_config_accepts_a_good_file_and_names_the_key_of_a_bad_one(
+    config: Path, tmp_path: Path
+) -> None:
+    good = run_cli("validate-config", str(config))
+    bad_path = tmp_path / "bad.yaml"
+    bad_path.write_text(config.read_text().replace("any_of: []", "any_off: []"))
+    bad = run_cli("validate-config", str(bad_path))
+
+    assert (good.returncode, good.stdout.strip()) == (0, f"{config}: ok (5 routes)")
+    assert bad.returncode == 2
+    assert "routes[4].any_off: unknown key" in bad.stderr
+
+
+def test_check_explains_an_allow_with_roles_before_and_after_mapping(
+    config: Path, tmp_path: Path
+) -> None:
+    claims = claims_file(tmp_path, ["manager", "offline_access"])
+
+    result = run_cli(
+        "check", "--config", str(config), "--path", "/api/forms/1", "--claims", str(claims)
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "decision:        allow (200, allowed)" in result.stdout
+    assert "route:           forms" in result.stdout
+    assert "provider roles:  manager, offline_access" in result.stdout
+    assert "internal roles:  creator" in result.stdout
+    assert "set header:      x-auth-roles: creator" in result.stdout
+    assert "removed header:  x-auth-email" in result.stdout
+
+
+def test_check_explains_a_deny_and_exits_1(config: Path, tmp_path: Path) -> None:
+    claims = claims_file(tmp_path, ["manager"])
+
+    result = run_cli(
+        "check", "--config", str(config), "--path", "/admin/x", "--claims", str(claims), "--json"
+    )
+
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["decision"] == "deny"
+    assert (report["status"], report["reason"], report["route"]) == (
+        403,
+        "insufficient_role",
+        "admin",
+    )
+    assert report["internal_roles"] == ["creator"]
+    assert 'error="insufficient_scope"' in report["response_headers"]["www-authenticate"]
+
+
+def test_check_without_token_shows_the_challenge(config: Path) -> None:
+    result = run_cli("check", "--config", str(config), "--path", "/api/forms", "--json")
+
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["reason"] == "missing_token"
+
+
+def test_check_with_an_unreachable_provider_exits_3(config: Path) -> None:
+    result = run_cli(
+        "check", "--config", str(config), "--path", "/api/forms", "--token", "abc", "--json"
+    )
+
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["reason"] == "provider_unavailable"
+    assert "abc" not in result.stderr
