@@ -82,6 +82,8 @@ class Config:
     log_level: str
     audit_enabled: bool = True
     audit_allow_sample_rate: float = 1.0
+    tracing_enabled: bool = False
+    tracing_service_name: str = "extauthz-server"
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:
@@ -164,6 +166,10 @@ def _build(top: Section, base_dir: Path) -> Config:
     audit_enabled = logging_section.boolean("audit", True)
     audit_allow_sample_rate = logging_section.number("audit_allow_sample_rate", 1.0, 0.0, 1.0)
     logging_section.finish()
+    tracing = top.section("tracing")
+    tracing_enabled = tracing.boolean("enabled", False)
+    tracing_service_name = tracing.string("service_name", "extauthz-server")
+    tracing.finish()
     policy = _policy(top, role_map)
     top.finish()
     return Config(
@@ -178,6 +184,8 @@ def _build(top: Section, base_dir: Path) -> Config:
         log_level=log_level,
         audit_enabled=audit_enabled,
         audit_allow_sample_rate=audit_allow_sample_rate,
+        tracing_enabled=tracing_enabled,
+        tracing_service_name=tracing_service_name,
     )
 
 

@@ -23,6 +23,7 @@ from extauthz_server.logs import Auditor
 from extauthz_server.metrics import CheckMetrics
 from extauthz_server.request import AuthRequest
 from extauthz_server.resolver import lookup_level
+from extauthz_server.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         provider_timeout_s: float,
         metrics: CheckMetrics,
         auditor: Auditor,
+        tracing: Tracing,
     ) -> None:
+        self._tracing = tracing
+        # With tracing off the Check path does not even enter a no-op context manager.
+        self._traced = not isinstance(tracing, NoTracing)
         self._authorizer = authorizer
         self._provider_timeout_s = provider_timeout_s
         self._metrics = metrics
@@ -108,7 +113,10 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         started = time.perf_counter()
         try:
             auth_request = to_auth_request(request)
-            decision = await self._authorizer.check(auth_request, self._budget(context))
+            if self._traced:
+                decision = await self._traced_check(auth_request, context)
+            else:
+                decision = await self._authorizer.check(auth_request, self._budget(context))
             elapsed = time.perf_counter() - started
             self._metrics.record_decision(decision, elapsed)
             self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
@@ -119,6 +127,17 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             # Last resort: whatever went wrong, the request is denied, never allowed.
             log.exception("check failed unexpectedly; denying")
             return self._internal_error
+
+    async def _traced_check(
+        self, request: AuthRequest, context: grpc.aio.ServicerContext
+    ) -> Decision:
+        with self._tracing.check_span(request.headers) as span:
+            decision = await self._authorizer.check(request, self._budget(context))
+            span.set_attribute("extauthz.decision", "allow" if decision.allowed else "deny")
+            span.set_attribute("extauthz.reason", decision.reason.value)
+            span.set_attribute("extauthz.route", decision.route or "")
+            span.set_attribute("http.response.status_code", decision.status)
+            return decision
 
     def _budget(self, context: grpc.aio.ServicerContext) -> float:
         remaining: float | None = context.time_remaining()

@@ -17,6 +17,7 @@ import aiohttp
 from extauthz_server.discovery import EndpointSource
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.secret import Secret
+from extauthz_server.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class IntrospectionClient:
         endpoints: EndpointSource,
         credentials: ClientCredentials,
         timeout_s: float,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or NoTracing()
         self._session = session
         self._endpoints = endpoints
         self._credentials = credentials
@@ -92,11 +95,14 @@ class IntrospectionClient:
         if self._credentials.method is ClientAuthMethod.CLIENT_SECRET_POST:
             form["client_id"] = self._credentials.client_id
             form["client_secret"] = self._credentials.client_secret.reveal()
+        headers = dict(self._headers)
         try:
-            async with self._session.post(endpoint, data=form, headers=self._headers) as response:
-                status = response.status
-                content_type = response.content_type
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            with self._tracing.client_span("token introspection", headers) as span:
+                async with self._session.post(endpoint, data=form, headers=headers) as response:
+                    status = response.status
+                    span.set_attribute("http.response.status_code", status)
+                    content_type = response.content_type
+                    body = await response.content.read(MAX_RESPONSE_BYTES + 1)
         except aiohttp.ClientError as exc:
             self._endpoints.forget()
             raise _Retryable(f"connection error: {type(exc).__name__}") from exc

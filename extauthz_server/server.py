@@ -28,6 +28,7 @@ from extauthz_server.logs import Auditor
 from extauthz_server.metrics import CacheReadings, CheckMetrics, MetricsRegistry
 from extauthz_server.redis_cache import RedisCache, connect
 from extauthz_server.resolver import CachePolicy, IdentityResolver, ResolverStats
+from extauthz_server.tracing import Tracing, build_tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,13 @@ def _split_listen(address: str) -> tuple[str, int]:
 
 
 class Server:
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, tracing: Tracing | None = None
+    ) -> None:
         self.config = config
+        self._tracing = tracing or build_tracing(
+            config.tracing_enabled, config.tracing_service_name
+        )
         self._reuse_port = reuse_port
         self.grpc_port = 0
         self.http_port = 0
@@ -122,6 +128,7 @@ class Server:
             self._endpoints,
             ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
             provider.timeout_s,
+            self._tracing,
         )
         cache = config.cache
         horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)
@@ -159,6 +166,7 @@ class Server:
             provider.timeout_s,
             self.metrics,
             Auditor(config.audit_allow_sample_rate),
+            self._tracing,
         )
         # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
         # 503 (status_on_error), instead of queueing checks that would time out anyway.
@@ -222,6 +230,7 @@ class Server:
             await self._session.close()
         if self.shared_cache is not None:
             await self.shared_cache.close()
+        self._tracing.close()
 
 
 async def serve(

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from extauthz_server.server import Server
+from extauthz_server.tracing import Tracing
 from tests.support.configs import seed_config
 from tests.support.keycloak_standin import KeycloakStandIn
 
@@ -38,8 +39,8 @@ async def standin() -> AsyncIterator[KeycloakStandIn]:
 async def start_authz(standin: KeycloakStandIn) -> AsyncIterator[StartAuthz]:
     running: list[RunningAuthz] = []
 
-    async def start(**options: object) -> RunningAuthz:
-        server = Server(seed_config(standin.issuer, **options))
+    async def start(tracing: Tracing | None = None, **options: object) -> RunningAuthz:
+        server = Server(seed_config(standin.issuer, **options), tracing=tracing)
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
         authz = RunningAuthz(server, channel)

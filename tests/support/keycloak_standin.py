@@ -32,6 +32,7 @@ class Fault(enum.Enum):
 class IntrospectionCall:
     form: dict[str, str]
     authorization: str | None
+    traceparent: str | None = None
 
 
 @dataclass
@@ -90,7 +91,11 @@ class KeycloakStandIn:
 
     async def _introspect(self, request: web.Request) -> web.StreamResponse:
         form = {key: str(value) for key, value in (await request.post()).items()}
-        self.calls.append(IntrospectionCall(form, request.headers.get("Authorization")))
+        self.calls.append(
+            IntrospectionCall(
+                form, request.headers.get("Authorization"), request.headers.get("traceparent")
+            )
+        )
         fault = self.fault
         if fault is Fault.SLOW:
             await asyncio.sleep(self.delay_s)
