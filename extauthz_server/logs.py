@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, audit_enabled: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.authz_process import AuthzProcess
@@ -70,3 +72,24 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     messages = server.log_lines()
     assert any('"message": "shutting down"' in line for line in messages)
     assert not any('"level": "ERROR"' in line for line in messages)
+
+
+def test_sighup_reloads_the_file_and_keeps_the_old_one_when_it_is_invalid(tmp_path: Path) -> None:
+    server = AuthzProcess.start(seed_config_text(dead_issuer()), tmp_path)
+    config = tmp_path / "extauthz.yaml"
+    try:
+        config.write_text(config.read_text().replace("name: public", "name: open"))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_line(server, '"message": "configuration reloaded"')
+        config.write_text(config.read_text().replace("timeout_ms: 150", "timeout_ms: soon"))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_line(server, "configuration reload rejected")
+    finally:
+        assert server.stop() == 0
+
+
+def wait_for_line(server: AuthzProcess, text: str) -> None:
+    deadline = time.monotonic() + 10
+    while not any(text in line for line in server.log_lines()):
+        assert time.monotonic() < deadline, f"no log line with {text!r}"
+        time.sleep(0.05)
