@@ -6,7 +6,7 @@ The only async module of the core; it reaches the network solely through Identit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from extauthz_server.decision import Decision, Denials, Reason
@@ -37,10 +37,29 @@ class AuthorizerSettings:
     max_token_bytes: int
 
 
+# Allow decisions kept for reuse: the same cached identity on the same route gets the very
+# same Decision (and so the same prepared response) until the settings change.
+ALLOWED_MEMO_SIZE = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     settings: AuthorizerSettings
     denials: Denials
+    # (id of the Identity object, route name) → (that Identity, its Decision). The Identity is
+    # kept so a reused id can never be mistaken for it.
+    allowed: dict[tuple[int, str], tuple[Identity, Decision]] = field(default_factory=dict)
+
+    def allow(self, route: Route, identity: Identity, roles: frozenset[str]) -> Decision:
+        key = (id(identity), route.name)
+        memo = self.allowed.get(key)
+        if memo is not None and memo[0] is identity:
+            return memo[1]
+        decision = _allow(self.settings, Reason.ALLOWED, route, identity, roles)
+        if len(self.allowed) >= ALLOWED_MEMO_SIZE:
+            self.allowed.clear()
+        self.allowed[key] = (identity, decision)
+        return decision
 
 
 class Authorizer:
@@ -83,6 +102,9 @@ class Authorizer:
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
             return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+        memo = state.allowed.get((id(identity), route.name))
+        if memo is not None and memo[0] is identity:
+            return memo[1]
         roles = settings.role_map.map(identity.provider_roles)
         if not route.permits(roles, identity.scopes):
             return denials.deny(
@@ -91,7 +113,7 @@ class Authorizer:
                 subject=identity.subject,
                 required_scopes=route.scopes,
             )
-        return _allow(settings, Reason.ALLOWED, route, identity, roles)
+        return state.allow(route, identity, roles)
 
     async def _check_public(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -31,6 +31,7 @@ AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 # Time kept back from Envoy's deadline to build and send the answer.
 RESPONSE_MARGIN_S = 0.01
 MIN_BUDGET_S = 0.001
+RESPONSE_MEMO_SIZE = 10_000
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # google.rpc.Code values (the gRPC status codes)
@@ -50,9 +51,10 @@ def to_auth_request(request: external_auth_pb2.CheckRequest) -> AuthRequest:
     )
 
 
-def _headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
+def _headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> Mapping[str, str]:
     if http.headers or not http.HasField("header_map"):
-        return dict(http.headers)
+        # The protobuf map is read in place; nothing in the core writes to it.
+        return http.headers
     # Envoy sends header_map instead of headers when `encode_raw_headers` is on.
     joined: dict[str, str] = {}
     for header in http.header_map.headers:
@@ -99,6 +101,8 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         tracing: Tracing,
     ) -> None:
         self._tracing = tracing
+        # Responses prepared for reused Decision objects (see Authorizer's allow memo).
+        self._responses: dict[int, tuple[Decision, external_auth_pb2.CheckResponse]] = {}
         # With tracing off the Check path does not even enter a no-op context manager.
         self._traced = not isinstance(tracing, NoTracing)
         self._authorizer = authorizer
@@ -120,13 +124,25 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             elapsed = time.perf_counter() - started
             self._metrics.record_decision(decision, elapsed)
             self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
-            return to_check_response(decision)
+            return self._response_for(decision)
         except asyncio.CancelledError:
             raise
         except Exception:
             # Last resort: whatever went wrong, the request is denied, never allowed.
             log.exception("check failed unexpectedly; denying")
             return self._internal_error
+
+    def _response_for(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        if not decision.allowed:
+            return to_check_response(decision)
+        prepared = self._responses.get(id(decision))
+        if prepared is not None and prepared[0] is decision:
+            return prepared[1]
+        response = to_check_response(decision)
+        if len(self._responses) >= RESPONSE_MEMO_SIZE:
+            self._responses.clear()
+        self._responses[id(decision)] = (decision, response)
+        return response
 
     async def _traced_check(
         self, request: AuthRequest, context: grpc.aio.ServicerContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from extauthz_server.decision import Header
@@ -22,8 +23,11 @@ class HeaderNames:
         return (self.subject, self.username, self.email, self.roles, self.client)
 
 
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _header_safe(value: str) -> bool:
-    return all(ch == "\t" or (0x20 <= ord(ch) != 0x7F) for ch in value)
+    return _UNSAFE_IN_HEADER.search(value) is None
 
 
 @dataclass(frozen=True, slots=True)

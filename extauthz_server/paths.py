@@ -6,9 +6,13 @@ done here so that `/public/../admin`, `/public/%2e%2e/admin` and `//admin` are a
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Anything that decoding, slash merging or dot-segment removal could change, or refuse.
+_NEEDS_WORK = re.compile(r"[%.\\\x00-\x1f\x7f]|//")
 
 
 class PathError(ValueError):
@@ -28,12 +32,15 @@ def normalise_path(raw_path: str) -> str:
     if not path.startswith("/"):
         # Envoy always forwards an origin-form path; anything else (`*`, absolute-form) is refused.
         raise PathError("path must start with '/'")
+    if _NEEDS_WORK.search(path) is None:
+        # Nothing to decode, merge or remove: the common case costs one scan.
+        return path
     _check_percent_escapes(path)
     try:
         decoded = unquote_to_bytes(path).decode("utf-8")
     except UnicodeError as exc:
         raise PathError("path is not valid UTF-8 after percent-decoding") from exc
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+    if _CONTROL.search(decoded) is not None:
         raise PathError("path contains control characters")
     if "\\" in decoded:
         # Some upstreams treat a backslash as a separator; refusing it avoids a second reading.

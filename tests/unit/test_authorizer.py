@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -426,3 +427,34 @@ async def test_provider_failure_never_allows_a_protected_route(authorizer: Autho
                 # /admin lists GET, POST, PUT, DELETE: other methods have no route at all.
                 unrouted = "admin" in path and method in ("PATCH", "HEAD")
                 assert decision.status == (403 if unrouted else 503), (path, method)
+
+
+async def test_a_cached_identity_gets_the_same_decision_until_the_settings_change(
+    seed_config: Config,
+) -> None:
+    bob = Identity(
+        subject="sub-bob",
+        username="bob",
+        email=None,
+        client_id="web-app",
+        scopes=frozenset(),
+        provider_roles=frozenset({"manager"}),
+        expires_at=None,
+    )
+    twin = dataclasses.replace(bob)
+    source = FakeIdentitySource({"bob": bob, "twin": twin})
+    authorizer = Authorizer(settings_from(seed_config), source)
+
+    first = await authorizer.check(request("/api/forms", "bob"), 0.1)
+    again = await authorizer.check(request("/api/forms/2", "bob"), 0.1)
+    other_object = await authorizer.check(request("/api/forms", "twin"), 0.1)
+    other_route = await authorizer.check(request("/dashboard", "bob"), 0.1)
+    authorizer.reconfigure(settings_from(seed_config))
+    after_reload = await authorizer.check(request("/api/forms", "bob"), 0.1)
+
+    assert again is first
+    assert other_object is not first
+    assert other_object == first
+    assert other_route.route == "default"
+    assert after_reload is not first
+    assert after_reload == first
