@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extauthz_server.entries import CacheEntry, EntryFormatError, decode_entry, encode_entry
 from extauthz_server.local_cache import Invalidation
@@ -27,6 +28,7 @@ T = TypeVar("T")
 # After a failure, Redis is left alone this long so that a dead server costs one timeout a
 # second, not one per check.
 RETRY_INTERVAL_S = 1.0
+SLOW_CALLS_BEFORE_BACKING_OFF = 3
 LISTEN_BACKOFF_MAX_S = 5.0
 MAX_INVALIDATION_BYTES = 64 * 1024
 
@@ -66,6 +68,7 @@ class RedisCache:
         self._monotonic = monotonic
         self._retry_at = 0.0
         self._down = False
+        self._slow_in_a_row = 0
         self.errors = 0
         self.channel = f"{namespace}:invalidate"
 
@@ -93,6 +96,11 @@ class RedisCache:
                 result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
+            if isinstance(exc, TimeoutError | RedisTimeoutError):
+                # One slow answer on a busy machine is no outage; several in a row are.
+                self._slow_in_a_row += 1
+                if self._slow_in_a_row < SLOW_CALLS_BEFORE_BACKING_OFF:
+                    return None
             self._retry_at = self._monotonic() + RETRY_INTERVAL_S
             if not self._down:
                 self._down = True
@@ -102,6 +110,7 @@ class RedisCache:
                     type(exc).__name__,
                 )
             return None
+        self._slow_in_a_row = 0
         if self._down:
             self._down = False
             log.info("redis is available again")

@@ -1,0 +1,67 @@
+"""One measured row of the benchmark, percentiles, and the printed table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(slots=True)
+class Result:
+    section: str  # "grpc" (h2load straight at the Check server) or "envoy" (wrk through Envoy)
+    row: str
+    clients: int
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    # Which level answered the Checks (from the server's own counters), e.g. "L1 100%".
+    served_by: str = ""
+    # CPU seconds the server process used per wall-clock second of the run (1.0 = one core).
+    server_cpu: float | None = None
+    ratio: float | None = None  # req/s over the limit's req/s at the same clients
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def set_ratios(results: Sequence[Result], limit_rows: dict[str, str]) -> None:
+    """Fill `ratio` of each row against the limit row of its section at the same clients."""
+    limits = {(r.section, r.clients): r.rps for r in results if r.row == limit_rows.get(r.section)}
+    for result in results:
+        limit = limits.get((result.section, result.clients))
+        if limit:
+            result.ratio = result.rps / limit
+
+
+def format_table(results: Sequence[Result]) -> str:
+    header = (
+        f"{'row':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'x limit':>7} {'srv CPU':>7} {'errors':>6}  served by"
+    )
+    lines = [header, "-" * len(header)]
+    section = ""
+    for r in results:
+        if r.section != section:
+            if section:
+                lines.append("")
+            section = r.section
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        cpu = f"{r.server_cpu:.2f}" if r.server_cpu is not None else "-"
+        lines.append(
+            f"{r.row:<34} {r.clients:>7} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{ratio:>7} {cpu:>7} {r.errors:>6}  {r.served_by}"
+        )
+    return "\n".join(lines)

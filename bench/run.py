@@ -1,0 +1,314 @@
+"""Throughput and latency of extauthz-server beside its limits, in one run (issue #7).
+
+    .venv/bin/python -m bench.run [--quick] [--duration S] [--levels 2,10,50] [--json out.json]
+
+gRPC rows (h2load over h2c straight at the Check endpoint, concurrent sequential clients):
+  Limit A: the no-op Check server (grpc.aio, one process); ours on an L1 hit; ours on an L2
+  hit (Redis); ours cold (every Check introspects at the local provider stand-in).
+End-to-end rows (wrk through a real Envoy whose only route is a direct_response):
+  Limit B: Envoy without ext_authz; Envoy + ext_authz to ours (L1 hit); Envoy + ext_authz
+  to the no-op server.
+See bench/README.md for the definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import envoy_variants, h2load, wrk
+from bench.check_bodies import CLIENT_HEADERS, REQUEST_PATH, jwt_shaped_token, write_body
+from bench.results import Result, format_table, percentile, set_ratios
+from bench.stack import (
+    NoopProcess,
+    assert_allowed,
+    cpu_seconds,
+    error_lines,
+    scrape,
+    served_by,
+    start_server,
+    start_standin,
+)
+from tests.support.authz_process import AuthzProcess
+from tests.support.redis_server import RedisServer
+
+LIMIT_A = "A  limit: no-op Check server"
+L1_HIT = "ours, L1 hit"
+L2_HIT = "ours, L2 hit (Redis)"
+COLD = "ours, cold (introspects)"
+LIMIT_B = "B  limit: Envoy, no ext_authz"
+ENVOY_OURS = "Envoy + ours (L1 hit)"
+ENVOY_NOOP = "Envoy + no-op ext_authz"
+LIMIT_ROWS = {"grpc": LIMIT_A, "envoy": LIMIT_B}
+EXPECTED_ROLES = "creator"
+
+CONTENTION_NOTE = (
+    "{cpus} CPUs shared by everything: the load generator, Envoy (1 worker thread), the "
+    "server under test (1 worker process), Redis and the provider stand-in (a thread of "
+    "this process). Absolute figures are for this machine; the ratios are the result."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    levels: tuple[int, ...]
+    duration_s: float
+    warmup_s: float
+    wrk_connections: int
+    wrk_threads: int
+    keep: bool = False
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one level, short runs (CI smoke)")
+    parser.add_argument("--duration", type=float, help="seconds measured per row (10; quick 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per row (1; quick 0.5)")
+    parser.add_argument("--levels", help="concurrent clients of the gRPC rows (2,10,50; quick 10)")
+    parser.add_argument("--wrk-connections", type=int, default=10)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    levels = args.levels or ("10" if args.quick else "2,10,50")
+    settings = Settings(
+        levels=tuple(int(level) for level in levels.split(",")),
+        duration_s=args.duration or (2.0 if args.quick else 10.0),
+        warmup_s=args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0),
+        wrk_connections=args.wrk_connections,
+        wrk_threads=args.wrk_threads,
+        keep=args.keep,
+    )
+    if min(settings.levels) < 2:
+        parser.error("--levels: at least 2 clients (an L2 hit needs two tokens in flight)")
+    return settings, args.json
+
+
+def _measure_grpc(
+    row: str,
+    port: int,
+    bodies: list[Path],
+    settings: Settings,
+    workdir: Path,
+    *,
+    pid: int,
+    server: AuthzProcess | None = None,
+) -> Result:
+    before = scrape(server.http_port) if server else None
+    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    run = h2load.run_clients(
+        port, bodies, duration_s=settings.duration_s, warmup_s=settings.warmup_s, workdir=workdir
+    )
+    cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+    result = Result(
+        section="grpc",
+        row=row,
+        clients=len(bodies),
+        requests=run.requests,
+        duration_s=settings.duration_s,
+        rps=run.rps,
+        p50_ms=percentile(run.latencies_us, 0.50) / 1000,
+        p99_ms=percentile(run.latencies_us, 0.99) / 1000,
+        errors=run.errors,
+        server_cpu=cpu,
+    )
+    if server is not None and before is not None:
+        result.served_by, allowed, denied = served_by(before, scrape(server.http_port))
+        # h2load sees HTTP 200 either way: a deny or a refused Check would only show here.
+        result.errors += denied
+        if allowed < run.requests:
+            result.errors += run.requests - allowed
+            result.notes.append(f"only {allowed} allowed for {run.requests} requests")
+    return result
+
+
+def _measure_envoy(
+    row: str,
+    ext_authz_port: int | None,
+    settings: Settings,
+    workdir: Path,
+    *,
+    pid: int | None,
+    headers: dict[str, str],
+    deny_check: bool = False,
+) -> Result:
+    envoy = envoy_variants.start(envoy_variants.render(ext_authz_port=ext_authz_port), workdir)
+    try:
+        url = envoy.url(REQUEST_PATH)
+        status, body = envoy_variants.get(url, headers)
+        if status != 200 or body != envoy_variants.DIRECT_BODY:
+            raise RuntimeError(f"{row}: expected the direct response, got {status} {body!r}")
+        notes = []
+        if deny_check:
+            # Proof that the filter is consulted before the direct response: no token, no 200.
+            unauthenticated = {k: v for k, v in headers.items() if k != "authorization"}
+            status, _ = envoy_variants.get(url, unauthenticated)
+            if status != 401:
+                raise RuntimeError(f"{row}: a request without a token got {status}, not 401")
+            notes.append("ext_authz consulted (no token: 401)")
+        options = {"connections": settings.wrk_connections, "threads": settings.wrk_threads}
+        wrk.run(url, headers, duration_s=1, **options)  # warm-up
+        stats_before = envoy_variants.ext_authz_stats(envoy)
+        envoy_before = cpu_seconds(envoy.process.pid)
+        cpu_before, started = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
+        run = wrk.run(url, headers, duration_s=settings.duration_s, **options)
+        elapsed = time.monotonic() - started
+        cpu = (cpu_seconds(pid) - cpu_before) / elapsed if pid else None
+        notes.append(f"Envoy CPU {(cpu_seconds(envoy.process.pid) - envoy_before) / elapsed:.2f}")
+        stats_after = envoy_variants.ext_authz_stats(envoy)
+    finally:
+        envoy.stop()
+    result = Result(
+        section="envoy",
+        row=row,
+        clients=settings.wrk_connections,
+        requests=run.requests,
+        duration_s=run.duration_s,
+        rps=run.rps,
+        p50_ms=run.p50_ms,
+        p99_ms=run.p99_ms,
+        errors=run.errors,
+        server_cpu=cpu,
+        notes=notes,
+    )
+    if ext_authz_port is not None:
+        delta = {k: v - stats_before.get(k, 0) for k, v in stats_after.items()}
+        bad = sum(v for k, v in delta.items() if k != "ok")
+        result.errors += bad
+        result.served_by = f"ext_authz ok {delta.get('ok', 0)}" + (f", other {bad}" if bad else "")
+        if delta.get("ok", 0) < run.requests:
+            result.errors += run.requests - delta.get("ok", 0)
+    return result
+
+
+def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> list[Result]:
+    tokens = [jwt_shaped_token(index) for index in range(max(settings.levels))]
+    bodies = [write_body(workdir / f"check-{i}.grpc", token) for i, token in enumerate(tokens)]
+    standin = start_standin(tokens)
+    redis = RedisServer.start(workdir / "redis")
+    noop = NoopProcess.start(workdir / "noop")
+    servers: list[AuthzProcess] = []
+    try:
+        l1 = start_server(standin.issuer, workdir / "l1", ttl_seconds=3600)
+        servers.append(l1)
+        # An L1 of one entry and a token per client: each Check finds L1 holding another
+        # client's token, goes to Redis, and finds its identity there.
+        l2_cache = {"redis_url": redis.url, "max_entries": 1}
+        l2 = start_server(standin.issuer, workdir / "l2", ttl_seconds=3600, cache=l2_cache)
+        servers.append(l2)
+        # ttl 0 caches nothing; a token per client means no two Checks share a lookup.
+        cold = start_server(standin.issuer, workdir / "cold", ttl_seconds=0)
+        servers.append(cold)
+        assert_allowed(noop.grpc_port, tokens[0])
+        for server in servers:
+            for token in tokens:  # also puts every token's identity in Redis
+                assert_allowed(server.grpc_port, token, EXPECTED_ROLES)
+        results: list[Result] = []
+        for level in settings.levels:
+            grpc_rows: list[tuple[str, int, list[Path], int, AuthzProcess | None]] = [
+                (LIMIT_A, noop.grpc_port, [bodies[0]] * level, noop.process.pid, None),
+                (L1_HIT, l1.grpc_port, [bodies[0]] * level, l1.process.pid, l1),
+                (L2_HIT, l2.grpc_port, bodies[:level], l2.process.pid, l2),
+                (COLD, cold.grpc_port, bodies[:level], cold.process.pid, cold),
+            ]
+            for row, port, row_bodies, pid, target in grpc_rows:
+                progress(f"gRPC  {row}, {level} clients")
+                row_dir = workdir / "h2load" / f"{len(results)}"
+                results.append(
+                    _measure_grpc(row, port, row_bodies, settings, row_dir, pid=pid, server=target)
+                )
+        headers = {**CLIENT_HEADERS, "authorization": f"Bearer {tokens[0]}"}
+        headers.pop("accept-encoding")  # Envoy's direct response is not compressed anyway
+        envoy_rows: list[tuple[str, int | None, int | None]] = [
+            (LIMIT_B, None, None),
+            (ENVOY_OURS, l1.grpc_port, l1.process.pid),
+            (ENVOY_NOOP, noop.grpc_port, noop.process.pid),
+        ]
+        for index, (row, authz_port, authz_pid) in enumerate(envoy_rows):
+            progress(f"Envoy {row}, {settings.wrk_connections} connections")
+            results.append(
+                _measure_envoy(
+                    row,
+                    authz_port,
+                    settings,
+                    workdir / f"envoy-{index}",
+                    pid=authz_pid,
+                    headers=headers,
+                    deny_check=row == ENVOY_OURS,
+                )
+            )
+        for server in servers:
+            if errors := error_lines(server.log_lines()):
+                raise RuntimeError(f"server logged errors:\n{errors[:5]}")
+    finally:
+        for server in servers:
+            server.stop()
+        noop.stop()
+        redis.stop()
+    set_ratios(results, LIMIT_ROWS)
+    return results
+
+
+def report(results: list[Result], settings: Settings) -> str:
+    lines = [
+        CONTENTION_NOTE.format(cpus=os.cpu_count()),
+        f"Each row: {settings.duration_s:g} s measured after {settings.warmup_s:g} s warm-up "
+        f"(wrk: 1 s); gRPC rows are N h2load clients of one stream each, end-to-end rows "
+        f"wrk -t{settings.wrk_threads} -c{settings.wrk_connections}.",
+        "x limit: req/s over the limit of the section at the same clients (A or B). srv CPU: "
+        "cores used by the Check server (ours or the no-op) during the row.",
+        "",
+        format_table(results),
+    ]
+    envoy = {r.row: r for r in results if r.section == "envoy"}
+    if ENVOY_OURS in envoy and ENVOY_NOOP in envoy and envoy[ENVOY_NOOP].rps:
+        ratio = envoy[ENVOY_OURS].rps / envoy[ENVOY_NOOP].rps
+        lines.append(f"\nEnvoy + ours over Envoy + no-op ext_authz: {ratio:.2f} of the req/s")
+    notes = [f"{r.row} ({r.clients}): {'; '.join(r.notes)}" for r in results if r.notes]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, json_path = parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"… {message}", file=sys.stderr, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="extauthz-bench-"))
+    try:
+        results = run(settings, workdir, progress)
+    finally:
+        if settings.keep:
+            progress(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(report(results, settings))
+    if json_path is not None:
+        document = {
+            "settings": {
+                "levels": settings.levels,
+                "duration_s": settings.duration_s,
+                "warmup_s": settings.warmup_s,
+                "wrk_connections": settings.wrk_connections,
+                "wrk_threads": settings.wrk_threads,
+                "cpus": os.cpu_count(),
+            },
+            "results": [result.as_json() for result in results],
+        }
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    errors = sum(result.errors for result in results)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
