@@ -1,7 +1,8 @@
 """Request-path normalisation: the path that route policy matches is the one the upstream serves.
 
-Percent-decoding, merging of repeated slashes and dot-segment removal (RFC 3986 §5.2.4) are
-done here so that `/public/../admin`, `/public/%2e%2e/admin` and `//admin` are all `/admin`.
+Percent-decoding, dropping of `;` path parameters, merging of repeated slashes and
+dot-segment removal (RFC 3986 §5.2.4) are done here so that `/public/../admin`,
+`/public/%2e%2e/admin`, `/admin;x`, `/public/..;/admin` and `//admin` are all `/admin`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Anything that decoding, slash merging or dot-segment removal could change, or refuse.
-_NEEDS_WORK = re.compile(r"[%.\\\x00-\x1f\x7f]|//")
+_NEEDS_WORK = re.compile(r"[%.;\\\x00-\x1f\x7f]|//")
 
 
 class PathError(ValueError):
@@ -45,7 +46,7 @@ def normalise_path(raw_path: str) -> str:
     if "\\" in decoded:
         # Some upstreams treat a backslash as a separator; refusing it avoids a second reading.
         raise PathError("path contains a backslash")
-    return _remove_dot_segments(_merge_slashes(decoded))
+    return _remove_dot_segments(_merge_slashes(_drop_parameters(decoded)))
 
 
 def _check_percent_escapes(path: str) -> None:
@@ -55,6 +56,14 @@ def _check_percent_escapes(path: str) -> None:
         if len(escape) != 2 or not set(escape) <= _HEX:
             raise PathError("path has an invalid percent-escape")
         index = path.find("%", index + 3)
+
+
+def _drop_parameters(path: str) -> str:
+    """`/admin;x` and `/public/..;/admin` are `/admin` to Tomcat, Jetty and Spring, which
+    drop `;…` from a segment (RFC 3986 §3.3 path parameters): judge what they serve."""
+    if ";" not in path:
+        return path
+    return "/".join(segment.partition(";")[0] for segment in path.split("/"))
 
 
 def _merge_slashes(path: str) -> str:

@@ -21,10 +21,13 @@ class AuthRequest:
 
 
 def host_without_port(host: str) -> str:
-    """Lower-cased host with any port removed; IPv6 literals keep their brackets."""
+    """Lower-cased host with any port and any trailing dot (`admin.example.` is the same
+    name, fully qualified) removed; IPv6 literals keep their brackets."""
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end != -1 else host
-    name, _, port = host.rpartition(":")
-    return name if name and port.isdigit() else host
+    name, colon, port = host.rpartition(":")
+    if colon and name and (port.isdigit() or not port):
+        host = name
+    return host.rstrip(".") or host

@@ -173,3 +173,18 @@ def test_split_query_separates_path_and_query(raw: str, expected: tuple[str, str
 
 def test_path_error_is_a_value_error() -> None:
     assert issubclass(PathError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/admin;x", "/admin"),
+        ("/admin;jsessionid=1/users", "/admin/users"),
+        ("/public/..;/admin", "/admin"),
+        ("/public/%2e%2e;x/admin", "/admin"),
+        ("/a;b=c;d/e", "/a/e"),
+    ],
+    ids=["param", "param-mid-path", "dot-dot-param", "encoded-dots-param", "several-params"],
+)
+def test_path_parameters_are_dropped_as_servlet_containers_do(raw: str, expected: str) -> None:
+    assert normalise_path(raw) == expected

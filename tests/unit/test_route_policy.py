@@ -345,3 +345,13 @@ def test_a_route_is_shadowed_only_when_an_earlier_one_takes_all_its_requests(
     earlier: Route, later: Route, shadowed: bool
 ) -> None:
     assert earlier.shadows(later) is shadowed
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["admin.example", "admin.example.", "ADMIN.example.:443", "admin.example:", "admin.example:80"],
+    ids=["plain", "trailing-dot", "dot-and-port", "empty-port", "port"],
+)
+def test_host_spellings_of_one_name_match_its_route(host: str) -> None:
+    policy = Policy.of([route("scoped", "/", host="admin.example")])
+    assert policy.match(host, "/x", "GET") is policy.routes[0]
