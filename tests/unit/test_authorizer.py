@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from extauthz_server.authorizer import Authorizer, AuthorizerSettings, IdentitySource
-from extauthz_server.config import Config, parse_config
+from extauthz_server.authorizer import Authorizer, IdentitySource
+from extauthz_server.config import Config, authorizer_settings, parse_config
 from extauthz_server.decision import Decision, Reason
 from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity import Identity, Inactive, identity_from_introspection
@@ -46,14 +46,7 @@ class FakeIdentitySource:
         return outcome
 
 
-def settings_from(config: Config) -> AuthorizerSettings:
-    return AuthorizerSettings(
-        policy=config.policy,
-        role_map=config.role_map,
-        header_names=config.headers,
-        realm=config.provider.realm,
-        max_token_bytes=config.max_token_bytes,
-    )
+settings_from = authorizer_settings
 
 
 @pytest.fixture(scope="module")
