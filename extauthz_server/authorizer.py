@@ -28,6 +28,11 @@ class IdentitySource(Protocol):
         ...
 
 
+# Allow decisions kept for reuse: the same cached identity on the same route gets the very
+# same Decision (and so the same prepared response) until the settings change.
+ALLOWED_MEMO_SIZE = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class AuthorizerSettings:
     policy: Policy
@@ -35,11 +40,8 @@ class AuthorizerSettings:
     header_names: HeaderNames
     realm: str
     max_token_bytes: int
-
-
-# Allow decisions kept for reuse: the same cached identity on the same route gets the very
-# same Decision (and so the same prepared response) until the settings change.
-ALLOWED_MEMO_SIZE = 10_000
+    # At most this many allow decisions are kept for reuse (never more than the L1 holds).
+    decision_memo_size: int = ALLOWED_MEMO_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class _State:
         if memo is not None and memo[0] is identity:
             return memo[1]
         decision = _allow(self.settings, Reason.ALLOWED, route, identity, roles)
-        if len(self.allowed) >= ALLOWED_MEMO_SIZE:
+        if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()
         self.allowed[key] = (identity, decision)
         return decision

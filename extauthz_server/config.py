@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extauthz_server.authorizer import AuthorizerSettings
+from extauthz_server.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.config_reader import EnvValue, Section, describe
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
@@ -432,4 +432,5 @@ def authorizer_settings(config: Config) -> AuthorizerSettings:
         header_names=config.headers,
         realm=config.provider.realm,
         max_token_bytes=config.max_token_bytes,
+        decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries),
     )

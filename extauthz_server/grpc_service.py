@@ -31,7 +31,6 @@ AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 # Time kept back from Envoy's deadline to build and send the answer.
 RESPONSE_MARGIN_S = 0.01
 MIN_BUDGET_S = 0.001
-RESPONSE_MEMO_SIZE = 10_000
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # google.rpc.Code values (the gRPC status codes)
@@ -139,7 +138,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         if prepared is not None and prepared[0] is decision:
             return prepared[1]
         response = to_check_response(decision)
-        if len(self._responses) >= RESPONSE_MEMO_SIZE:
+        if len(self._responses) >= self._authorizer.settings.decision_memo_size:
             self._responses.clear()
         self._responses[id(decision)] = (decision, response)
         return response
