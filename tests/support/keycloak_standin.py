@@ -43,6 +43,8 @@ class KeycloakStandIn:
     calls: list[IntrospectionCall] = field(default_factory=list)
     realm: str = "demo"
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     _runner: web.AppRunner | None = None
 
     @property
@@ -90,6 +92,14 @@ class KeycloakStandIn:
         )
 
     async def _introspect(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         form = {key: str(value) for key, value in (await request.post()).items()}
         self.calls.append(
             IntrospectionCall(
