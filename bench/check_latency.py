@@ -11,51 +11,23 @@ issue #7; this is the single-figure measurement quoted in the README.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import grpc
 
+from bench.stack import start_standin
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import CHECK_METHOD, check_request
 from tests.support.configs import seed_config_text
-from tests.support.keycloak_standin import KeycloakStandIn
 from tests.support.redis_server import RedisServer
 
 TOKENS = tuple(f"eyJhbGciOiJSUzI1NiJ9.{letter * 800}.sig" for letter in "ab")
-
-
-def _start_standin() -> KeycloakStandIn:
-    standin = KeycloakStandIn()
-    for token in TOKENS:
-        standin.documents[token] = {
-            "active": True,
-            "token_type": "Bearer",
-            "sub": "sub-bob",
-            "preferred_username": "bob",
-            "email": "bob@example.com",
-            "client_id": "web-app",
-            "exp": int(time.time()) + 3600,
-            "realm_access": {"roles": ["manager", "offline_access", "default-roles-demo"]},
-        }
-    started = threading.Event()
-
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-        loop.run_until_complete(standin.start())
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    started.wait(10)
-    return standin
 
 
 def _measure(port: int, calls: int, tokens: tuple[str, ...] = TOKENS[:1]) -> list[float]:
@@ -104,7 +76,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    standin = _start_standin()
+    standin = start_standin(list(TOKENS))
     l1: list[float] = []
     l2: list[float] = []
     limit: list[float] = []

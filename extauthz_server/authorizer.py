@@ -52,15 +52,16 @@ class _State:
     # kept so a reused id can never be mistaken for it.
     allowed: dict[tuple[int, str], tuple[Identity, Decision]] = field(default_factory=dict)
 
+    def remembered(self, route: Route, identity: Identity) -> Decision | None:
+        memo = self.allowed.get((id(identity), route.name))
+        return memo[1] if memo is not None and memo[0] is identity else None
+
     def allow(self, route: Route, identity: Identity, roles: frozenset[str]) -> Decision:
-        key = (id(identity), route.name)
-        memo = self.allowed.get(key)
-        if memo is not None and memo[0] is identity:
-            return memo[1]
+        """A new allow decision, remembered for the next Check of the same identity."""
         decision = _allow(self.settings, Reason.ALLOWED, route, identity, roles)
         if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()
-        self.allowed[key] = (identity, decision)
+        self.allowed[(id(identity), route.name)] = (identity, decision)
         return decision
 
 
@@ -104,9 +105,9 @@ class Authorizer:
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
             return denials.deny(Reason.INVALID_TOKEN, route=route.name)
-        memo = state.allowed.get((id(identity), route.name))
-        if memo is not None and memo[0] is identity:
-            return memo[1]
+        remembered = state.remembered(route, identity)
+        if remembered is not None:
+            return remembered
         roles = settings.role_map.map(identity.provider_roles)
         if not route.permits(roles, identity.scopes):
             return denials.deny(

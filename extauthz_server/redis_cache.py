@@ -88,11 +88,13 @@ class RedisCache:
     def _revoked_key(self, session_id: str) -> str:
         return f"{self._namespace}:revoked:{session_id}"
 
-    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T | None:
+    async def _call(
+        self, what: str, operation: Callable[[], Awaitable[T]], timeout_s: float | None = None
+    ) -> T | None:
         if self._down and self._monotonic() < self._retry_at:
             return None
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
                 result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
@@ -126,11 +128,7 @@ class RedisCache:
                 await initialize()
             return await self._client.ping()
 
-        saved, self._timeout_s = self._timeout_s, timeout_s
-        try:
-            await self._call("connect", connect)
-        finally:
-            self._timeout_s = saved
+        await self._call("connect", connect, timeout_s)
 
     async def get(self, digest: bytes) -> CacheEntry | None:
         data = await self._call("get", lambda: self._client.get(self._entry_key(digest)))
