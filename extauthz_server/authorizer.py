@@ -6,6 +6,8 @@ The only async module of the core; it reaches the network solely through Identit
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from extauthz_server.decision import Decision, Denials, Reason
 from extauthz_server.errors import ProviderError, ProviderRejectedClient
 from extauthz_server.headers import HeaderNames, upstream_headers
 from extauthz_server.identity import Identity, Inactive
+from extauthz_server.identity_token import IdentityTokenMinter, IdentityTokenSettings, MintedToken
 from extauthz_server.paths import PathError, normalise_path
 from extauthz_server.policy import Policy, Route
 from extauthz_server.request import AuthRequest
@@ -23,8 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class IdentitySource(Protocol):
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
-        """Who the token belongs to; raises ProviderError when that cannot be learnt."""
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
+        """Who the token belongs to, according to `provider` when the route names one;
+        raises ProviderError when that cannot be learnt."""
         ...
 
 
@@ -42,32 +48,74 @@ class AuthorizerSettings:
     max_token_bytes: int
     # At most this many allow decisions are kept for reuse (never more than the L1 holds).
     decision_memo_size: int = ALLOWED_MEMO_SIZE
+    # A signed identity token for the upstream on every allow with an identity (None: off).
+    identity_token: IdentityTokenSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _State:
     settings: AuthorizerSettings
     denials: Denials
-    # (id of the Identity object, route name) → (that Identity, its Decision). The Identity is
-    # kept so a reused id can never be mistaken for it.
-    allowed: dict[tuple[int, str], tuple[Identity, Decision]] = field(default_factory=dict)
+    clock: Callable[[], float]
+    minter: IdentityTokenMinter | None
+    # (id of the Identity object, route name) → (that Identity, its Decision, the time until
+    # which the Decision's minted token may be reused, or None when it carries none). The
+    # Identity is kept so a reused id can never be mistaken for it.
+    allowed: dict[tuple[int, str], tuple[Identity, Decision, float | None]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
+        token = settings.identity_token
+        minter = IdentityTokenMinter(token) if token is not None else None
+        return cls(settings, Denials(settings.realm), clock, minter)
 
     def remembered(self, route: Route, identity: Identity) -> Decision | None:
         memo = self.allowed.get((id(identity), route.name))
-        return memo[1] if memo is not None and memo[0] is identity else None
+        if memo is None or memo[0] is not identity:
+            return None
+        # The clock is read only for decisions that carry a minted token.
+        if memo[2] is not None and self.clock() >= memo[2]:
+            return None
+        return memo[1]
 
-    def allow(self, route: Route, identity: Identity, roles: frozenset[str]) -> Decision:
+    def allow(
+        self,
+        route: Route,
+        identity: Identity,
+        roles: frozenset[str],
+        reason: Reason = Reason.ALLOWED,
+    ) -> Decision:
         """A new allow decision, remembered for the next Check of the same identity."""
-        decision = _allow(self.settings, Reason.ALLOWED, route, identity, roles)
+        minted = None
+        if self.minter is not None:
+            minted = self.minter.mint(
+                identity.subject,
+                tuple(sorted(roles)),
+                route.name,
+                identity.client_id,
+                self.clock(),
+                identity.expires_at,
+            )
+        decision = _allow(self.settings, reason, route, identity, roles, minted)
         if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()
-        self.allowed[(id(identity), route.name)] = (identity, decision)
+        reuse_until = minted.reuse_until if minted is not None else None
+        self.allowed[(id(identity), route.name)] = (identity, decision, reuse_until)
         return decision
 
 
 class Authorizer:
-    def __init__(self, settings: AuthorizerSettings, source: IdentitySource) -> None:
-        self._state = _State(settings, Denials(settings.realm))
+    def __init__(
+        self,
+        settings: AuthorizerSettings,
+        source: IdentitySource,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch.
+        self._clock = clock
+        self._state = _State.of(settings, clock)
         self._source = source
 
     @property
@@ -77,7 +125,7 @@ class Authorizer:
     def reconfigure(self, settings: AuthorizerSettings) -> None:
         """Swap routes, role map and header names in one step; a Check under way finishes
         with the settings it started with."""
-        self._state = _State(settings, Denials(settings.realm))
+        self._state = _State.of(settings, self._clock)
 
     async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
         state = self._state
@@ -91,13 +139,13 @@ class Authorizer:
             return denials.deny(Reason.NO_ROUTE)
         token = extract_bearer(request.authorization, settings.max_token_bytes)
         if route.public:
-            return await self._check_public(settings, route, token, timeout_s)
+            return await self._check_public(state, route, token, timeout_s)
         if token is TokenProblem.MISSING:
             return denials.deny(Reason.MISSING_TOKEN, route=route.name)
         if token is TokenProblem.MALFORMED:
             return denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
         try:
-            identity = await self._source.resolve(token.value, timeout_s)
+            identity = await self._source.resolve(token.value, timeout_s, route.provider)
         except ProviderRejectedClient:
             return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
         except ProviderError as exc:
@@ -120,23 +168,28 @@ class Authorizer:
 
     async def _check_public(
         self,
-        settings: AuthorizerSettings,
+        state: _State,
         route: Route,
         token: BearerToken | TokenProblem,
         timeout_s: float,
     ) -> Decision:
         """A public route needs no token; a valid one still gets its identity headers."""
+        settings = state.settings
         if not isinstance(token, BearerToken):
             return _allow(settings, Reason.PUBLIC, route, None, frozenset())
         try:
-            identity = await self._source.resolve(token.value, timeout_s)
+            identity = await self._source.resolve(token.value, timeout_s, route.provider)
         except ProviderError as exc:
             log.warning("identity provider unavailable on a public route: %s", exc)
             identity = Inactive.NOT_ACTIVE
         if isinstance(identity, Inactive):
             return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        # Remembered like any allow, so a minted identity token is reused here too.
+        remembered = state.remembered(route, identity)
+        if remembered is not None:
+            return remembered
         roles = settings.role_map.map(identity.provider_roles)
-        return _allow(settings, Reason.PUBLIC, route, identity, roles)
+        return state.allow(route, identity, roles, Reason.PUBLIC)
 
 
 def _allow(
@@ -145,8 +198,17 @@ def _allow(
     route: Route,
     identity: Identity | None,
     roles: frozenset[str],
+    minted: MintedToken | None = None,
 ) -> Decision:
     headers = upstream_headers(settings.header_names, identity, roles)
+    to_set, to_remove = headers.to_set, headers.to_remove
+    if settings.identity_token is not None:
+        # As for the identity headers: set when minted, otherwise removed, so a client's own
+        # copy never reaches the upstream.
+        if minted is not None:
+            to_set = (*to_set, (settings.identity_token.header, minted.value))
+        else:
+            to_remove = (*to_remove, settings.identity_token.header)
     sorted_roles = tuple(sorted(roles))
     metadata = {"reason": reason.value, "route": route.name}
     if identity is not None:
@@ -158,8 +220,8 @@ def _allow(
         allowed=True,
         status=200,
         reason=reason,
-        upstream_headers=headers.to_set,
-        headers_to_remove=headers.to_remove,
+        upstream_headers=to_set,
+        headers_to_remove=to_remove,
         route=route.name,
         subject=identity.subject if identity else None,
         roles=sorted_roles,

@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from extauthz_server.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
+from extauthz_server.config_providers import ProviderConfig, parse_providers
 from extauthz_server.config_reader import EnvValue, Section, describe
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
-from extauthz_server.introspection import ClientAuthMethod
+from extauthz_server.identity_token import IdentityTokenSettings, parse_identity_token
 from extauthz_server.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
 from extauthz_server.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
-from extauthz_server.secret import Secret
 from extauthz_server.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 ENV_PREFIX = "EXTAUTHZ__"
@@ -42,20 +42,6 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    issuer: str
-    introspection_endpoint: str | None
-    client_id: str
-    client_secret: Secret
-    auth_method: ClientAuthMethod
-    timeout_s: float
-    realm: str
-    max_concurrency: int = 64
-    logout_audiences: frozenset[str] = frozenset()
-    jwks_uri: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class CacheConfig:
     ttl_s: float = 60.0
     negative_ttl_s: float = 10.0
@@ -72,8 +58,7 @@ class CacheConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
-    provider: ProviderConfig
-    role_claims: tuple[ClaimPath, ...]
+    providers: tuple[ProviderConfig, ...]
     role_map: RoleMap
     cache: CacheConfig
     headers: HeaderNames
@@ -84,6 +69,19 @@ class Config:
     audit_allow_sample_rate: float = 1.0
     tracing_enabled: bool = False
     tracing_service_name: str = "extauthz-server"
+    identity_token: IdentityTokenSettings | None = None
+
+    @property
+    def provider(self) -> ProviderConfig:
+        """The first provider: the only one in the `provider:` form, the default otherwise."""
+        return self.providers[0]
+
+    @property
+    def role_claims(self) -> tuple[ClaimPath, ...]:
+        return self.provider.role_claims
+
+    def provider_named(self, name: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.name == name), None)
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:
@@ -146,16 +144,15 @@ def _interpolate(value: object, environ: Mapping[str, str], path: str) -> object
 
 def _build(top: Section, base_dir: Path) -> Config:
     server = _server(top.section("server"))
-    provider = _provider(top.section("provider"), base_dir)
     roles = top.section("roles")
-    role_claims = tuple(
-        ClaimPath.compile(template, provider.client_id)
-        for template in roles.string_list("claims", DEFAULT_ROLE_CLAIMS)
-    )
+    providers = parse_providers(top, base_dir, roles.string_list("claims", DEFAULT_ROLE_CLAIMS))
     role_map = _role_map(roles)
     roles.finish()
     cache = _cache(top.section("cache"))
     headers = _headers(top.section("headers"))
+    identity_token = parse_identity_token(
+        top.section("identity_token"), base_dir, (*headers.identity_headers, *_RESERVED_HEADERS)
+    )
     limits = top.section("limits")
     max_token_bytes = limits.integer("max_token_bytes", DEFAULT_MAX_TOKEN_BYTES, 64, 1 << 20)
     limits.finish()
@@ -170,12 +167,11 @@ def _build(top: Section, base_dir: Path) -> Config:
     tracing_enabled = tracing.boolean("enabled", False)
     tracing_service_name = tracing.string("service_name", "extauthz-server")
     tracing.finish()
-    policy = _policy(top, role_map)
+    policy = _policy(top, role_map, frozenset(p.name for p in providers))
     top.finish()
     return Config(
         server=server,
-        provider=provider,
-        role_claims=role_claims,
+        providers=providers,
         role_map=role_map,
         cache=cache,
         headers=headers,
@@ -186,6 +182,7 @@ def _build(top: Section, base_dir: Path) -> Config:
         audit_allow_sample_rate=audit_allow_sample_rate,
         tracing_enabled=tracing_enabled,
         tracing_service_name=tracing_service_name,
+        identity_token=identity_token,
     )
 
 
@@ -219,72 +216,6 @@ def _server(section: Section) -> ServerConfig:
                 )
     section.finish()
     return server
-
-
-def _url(section: Section, name: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(section.key(name), f"expected an http(s) URL, got {value!r}")
-    return value
-
-
-def _provider(section: Section, base_dir: Path) -> ProviderConfig:
-    issuer = _url(section, "issuer", section.string("issuer")).rstrip("/")
-    endpoint = section.optional_string("introspection_endpoint")
-    if endpoint is not None:
-        _url(section, "introspection_endpoint", endpoint)
-    jwks_uri = section.optional_string("jwks_uri")
-    if jwks_uri is not None:
-        _url(section, "jwks_uri", jwks_uri)
-    client_id = section.string("client_id")
-    secret = _secret(section, base_dir)
-    method_text = section.string("auth_method", ClientAuthMethod.CLIENT_SECRET_BASIC.value)
-    try:
-        method = ClientAuthMethod(method_text)
-    except ValueError:
-        choices = ", ".join(m.value for m in ClientAuthMethod)
-        raise ConfigError(section.key("auth_method"), f"expected one of {choices}") from None
-    timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
-    max_concurrency = section.integer("max_concurrency", 64, 1, 10_000)
-    logout_audiences = frozenset(section.string_list("logout_audiences"))
-    realm = section.optional_string("realm") or urlsplit(issuer).path.rstrip("/").rsplit("/", 1)[-1]
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in realm):
-        raise ConfigError(section.key("realm"), "may not contain control characters")
-    section.finish()
-    return ProviderConfig(
-        issuer=issuer,
-        introspection_endpoint=endpoint,
-        client_id=client_id,
-        client_secret=secret,
-        auth_method=method,
-        timeout_s=timeout_ms / 1000,
-        realm=realm or "extauthz",
-        max_concurrency=max_concurrency,
-        logout_audiences=logout_audiences,
-        jwks_uri=jwks_uri,
-    )
-
-
-def _secret(section: Section, base_dir: Path) -> Secret:
-    inline = section.optional_string("client_secret")
-    file_name = section.optional_string("client_secret_file")
-    if inline is not None and file_name is not None:
-        raise ConfigError(
-            section.key("client_secret_file"), "give client_secret or client_secret_file, not both"
-        )
-    if file_name is not None:
-        try:
-            text = (base_dir / file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                section.key("client_secret_file"), f"cannot read: {exc.strerror}"
-            ) from exc
-        if not text:
-            raise ConfigError(section.key("client_secret_file"), "the file is empty")
-        return Secret(text)
-    if inline is None:
-        raise ConfigError(section.key("client_secret"), "is required (or client_secret_file)")
-    return Secret(inline)
 
 
 def _role_map(roles: Section) -> RoleMap:
@@ -352,13 +283,13 @@ def _headers(section: Section) -> HeaderNames:
     return HeaderNames(strip_authorization=strip, **names)
 
 
-def _policy(top: Section, role_map: RoleMap) -> Policy:
+def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> Policy:
     known_roles = frozenset().union(*role_map.table.values())
     routes: list[Route] = []
     names: set[str] = set()
     for index, item in enumerate(top.items("routes")):
         section = Section(item, f"routes[{index}]")
-        route = _route(section, known_roles, role_map.pass_through_unmapped)
+        route = _route(section, known_roles, role_map.pass_through_unmapped, provider_names)
         if route.name in names:
             raise ConfigError(section.key("name"), f"duplicate route name {route.name!r}")
         names.add(route.name)
@@ -372,7 +303,9 @@ def _policy(top: Section, role_map: RoleMap) -> Policy:
     return Policy.of(routes)
 
 
-def _route(section: Section, known_roles: frozenset[str], pass_through: bool) -> Route:
+def _route(
+    section: Section, known_roles: frozenset[str], pass_through: bool, providers: frozenset[str]
+) -> Route:
     name = section.string("name")
     kinds = [kind for kind in PathKind if section.has(kind.value)]
     if len(kinds) != 1:
@@ -391,6 +324,11 @@ def _route(section: Section, known_roles: frozenset[str], pass_through: bool) ->
     any_of = frozenset(section.string_list("any_of"))
     all_of = frozenset(section.string_list("all_of"))
     scopes = frozenset(section.string_list("scopes"))
+    provider = section.optional_string("provider")
+    if provider is not None and provider not in providers:
+        raise ConfigError(
+            section.key("provider"), f"no provider is named {provider!r} (providers[].name)"
+        )
     if public and (any_of or all_of or scopes):
         raise ConfigError(section.path, "a public route cannot require roles or scopes")
     if not pass_through:
@@ -410,6 +348,7 @@ def _route(section: Section, known_roles: frozenset[str], pass_through: bool) ->
         any_of=any_of,
         all_of=all_of,
         scopes=scopes,
+        provider=provider,
     )
 
 
@@ -433,4 +372,5 @@ def authorizer_settings(config: Config) -> AuthorizerSettings:
         realm=config.provider.realm,
         max_token_bytes=config.max_token_bytes,
         decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries),
+        identity_token=config.identity_token,
     )

@@ -19,8 +19,9 @@ MAX_DISCOVERY_BYTES = 256 * 1024
 @dataclass(frozen=True, slots=True)
 class ProviderMetadata:
     issuer: str
-    introspection_endpoint: str
+    introspection_endpoint: str | None
     jwks_uri: str | None
+    token_endpoint: str | None = None
 
 
 class EndpointSource:
@@ -55,7 +56,10 @@ class EndpointSource:
     async def introspection_endpoint(self, timeout_s: float) -> str:
         if self._configured_introspection is not None:
             return self._configured_introspection
-        return (await self.metadata(timeout_s)).introspection_endpoint
+        endpoint = (await self.metadata(timeout_s)).introspection_endpoint
+        if endpoint is None:
+            raise ProviderUnavailable("the discovery document has no introspection_endpoint")
+        return endpoint
 
     async def jwks_uri(self, timeout_s: float) -> str:
         if self._configured_jwks is not None:
@@ -63,6 +67,12 @@ class EndpointSource:
         uri = (await self.metadata(timeout_s)).jwks_uri
         if uri is None:
             raise ProviderUnavailable("the discovery document has no jwks_uri")
+        return uri
+
+    async def token_endpoint(self, timeout_s: float) -> str:
+        uri = (await self.metadata(timeout_s)).token_endpoint
+        if uri is None:
+            raise ProviderUnavailable("the discovery document has no token_endpoint")
         return uri
 
     async def metadata(self, timeout_s: float) -> ProviderMetadata:
@@ -89,15 +99,14 @@ class EndpointSource:
         if not isinstance(document, dict):
             raise ProviderUnavailable("discovery document is not a JSON object")
         endpoint = _url(document.get("introspection_endpoint"))
-        if endpoint is None:
-            raise ProviderUnavailable("discovery document has no introspection_endpoint")
         issuer = document.get("issuer")
         metadata = ProviderMetadata(
             issuer=issuer if isinstance(issuer, str) and issuer else self._issuer,
             introspection_endpoint=endpoint,
             jwks_uri=_url(document.get("jwks_uri")),
+            token_endpoint=_url(document.get("token_endpoint")),
         )
-        log.info("discovered introspection endpoint %s", endpoint)
+        log.info("discovered the endpoints of %s", metadata.issuer)
         return metadata
 
 

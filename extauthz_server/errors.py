@@ -4,6 +4,7 @@ ExtAuthzError
 ├── ConfigError              bad configuration, raised at load time only
 ├── ProviderError            the identity provider could not give an answer
 │   ├── ProviderUnavailable      timeout, connection error, 5xx, malformed body
+│   │   └── PermissionsUnavailable   the permissions API (or its token) gave no answer
 │   └── ProviderRejectedClient   the provider refused *our* client credentials
 └── CacheError               a cache backend failed (caught inside the cache modules)
 """
@@ -36,6 +37,12 @@ class ProviderError(ExtAuthzError):
 
 class ProviderUnavailable(ProviderError):
     code = "provider_unavailable"
+
+
+class PermissionsUnavailable(ProviderUnavailable):
+    """The remote permissions API, or the token to call it with, could not be had."""
+
+    code = "permissions_unavailable"
 
 
 class ProviderRejectedClient(ProviderError):

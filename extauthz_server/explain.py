@@ -3,8 +3,9 @@ the matched route, the roles before and after mapping, the headers set and remov
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,17 @@ from extauthz_server.decision import Decision
 from extauthz_server.discovery import EndpointSource
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity import Identity, Inactive, identity_from_introspection
-from extauthz_server.introspection import ClientCredentials, IntrospectionClient
+from extauthz_server.metrics import CheckMetrics
+from extauthz_server.providers import (
+    ProviderEntry,
+    ProviderRouter,
+    StrategyContext,
+    build_strategy,
+    jwks_cache,
+)
 from extauthz_server.request import AuthRequest
 from extauthz_server.roles import ClaimPath
+from extauthz_server.strategies import IdentityStrategy
 
 MAX_CLAIMS_BYTES = 1024 * 1024
 
@@ -69,8 +78,10 @@ class _Recording:
         self._source = source
         self.identity: Identity | Inactive | None = None
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
-        self.identity = await self._source.resolve(token, timeout_s)
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
+        self.identity = await self._source.resolve(token, timeout_s, provider)
         return self.identity
 
 
@@ -82,19 +93,20 @@ class _FromClaims:
         self._claims = claims
         self._now = now
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
         return identity_from_introspection(self._document, self._claims, self._now)
 
 
-class _Introspecting:
-    def __init__(self, client: IntrospectionClient, claims: tuple[ClaimPath, ...], now: float):
-        self._client = client
-        self._claims = claims
-        self._now = now
+class _Uncached:
+    """A provider's strategy asked directly, with no cache in between."""
+
+    def __init__(self, strategy: IdentityStrategy) -> None:
+        self._strategy = strategy
 
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
-        document = await self._client.introspect(token, timeout_s)
-        return identity_from_introspection(document, self._claims, self._now)
+        return await self._strategy.identify(token, timeout_s)
 
 
 def read_claims(path: Path) -> Mapping[str, object]:
@@ -125,17 +137,28 @@ async def explain(
     if claims is not None:
         source = _Recording(_FromClaims(claims, config.role_claims, now))
         return await _run(settings, source, request, timeout_s)
-    provider = config.provider
     async with aiohttp.ClientSession() as session:
-        endpoints = EndpointSource(session, provider.issuer, provider.introspection_endpoint)
-        client = IntrospectionClient(
-            session,
-            endpoints,
-            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
-            timeout_s,
-        )
-        recording = _Recording(_Introspecting(client, config.role_claims, now))
+        entries = []
+        metrics = CheckMetrics()
+        for configured in config.providers:
+            # A one-off command may wait longer than the server would.
+            provider = dataclasses.replace(configured, timeout_s=timeout_s)
+            endpoints = EndpointSource(
+                session, provider.issuer, provider.introspection_endpoint, provider.jwks_uri
+            )
+            context = StrategyContext(
+                provider, session, endpoints, jwks_cache(session, endpoints, provider), metrics
+            )
+            uncached = _Uncached(build_strategy(context))
+            entries.append(
+                ProviderEntry(provider.name, _issuers(provider.issuer, endpoints), uncached)
+            )
+        recording = _Recording(ProviderRouter(entries))
         return await _run(settings, recording, request, timeout_s)
+
+
+def _issuers(configured: str, endpoints: EndpointSource) -> Callable[[], frozenset[str]]:
+    return lambda: frozenset({configured, endpoints.issuer})
 
 
 async def _run(

@@ -1,4 +1,5 @@
-"""Who the caller is, read strictly from an RFC 7662 introspection response."""
+"""Who the caller is, read strictly from an RFC 7662 introspection response or from the
+claims of a verified JWT access token."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ class Inactive(enum.Enum):
     EXPIRED = "expired"
     NO_SUBJECT = "no_subject"
     MALFORMED = "malformed"
+    # Decided locally, from the token alone (JWT validation); see DECIDED_LOCALLY.
+    BAD_JWT = "bad_jwt"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_TYPE = "wrong_type"
+    NOT_YET_VALID = "not_yet_valid"
+    UNKNOWN_ISSUER = "unknown_issuer"
+
+
+# Answers reached without asking the provider. They are not cached: checking again costs
+# about as much as a cache lookup, and caching them would let a flood of garbage tokens
+# evict the identities of real users.
+DECIDED_LOCALLY = frozenset(
+    {
+        Inactive.BAD_JWT,
+        Inactive.WRONG_ISSUER,
+        Inactive.WRONG_AUDIENCE,
+        Inactive.WRONG_TYPE,
+        Inactive.NOT_YET_VALID,
+        Inactive.UNKNOWN_ISSUER,
+        Inactive.EXPIRED,
+    }
+)
 
 
 def identity_from_introspection(
@@ -50,27 +74,43 @@ def identity_from_introspection(
     token_type = _string(document, "token_type") or _string(document, "typ")
     if token_type is None or token_type.lower() != "bearer":
         return Inactive.NOT_BEARER
-    expires_at = _number(document, "exp")
-    if expires_at is None and "exp" in document:
+    return identity_from_claims(document, role_claims, now)
+
+
+def identity_from_claims(
+    claims: Mapping[str, object],
+    role_claims: tuple[ClaimPath, ...],
+    now: float,
+    *,
+    require_subject_claim: bool = False,
+) -> Identity | Inactive:
+    """The Identity in a set of claims already known to be genuine (an introspection answer,
+    or a verified JWT). Without `sub`, the subject falls back to the username, then the
+    client, unless `require_subject_claim` (a JWT with no `sub` is a lightweight token that
+    does not say who the user is)."""
+    expires_at = _number(claims, "exp")
+    if expires_at is None and "exp" in claims:
         return Inactive.MALFORMED
     if expires_at is not None and expires_at - EXPIRY_SKEW_SECONDS <= now:
         return Inactive.EXPIRED
-    client_id = _string(document, "client_id") or _string(document, "azp")
-    username = _string(document, "preferred_username") or _string(document, "username")
-    subject = _string(document, "sub") or username or client_id
+    client_id = _string(claims, "client_id") or _string(claims, "azp")
+    username = _string(claims, "preferred_username") or _string(claims, "username")
+    subject = _string(claims, "sub")
+    if subject is None and not require_subject_claim:
+        subject = username or client_id
     if subject is None:
         return Inactive.NO_SUBJECT
-    scope = _string(document, "scope")
+    scope = _string(claims, "scope")
     return Identity(
         subject=subject,
         username=username,
-        email=_string(document, "email"),
+        email=_string(claims, "email"),
         client_id=client_id,
         scopes=frozenset(scope.split()) if scope else frozenset(),
-        provider_roles=read_roles(document, role_claims),
+        provider_roles=read_roles(claims, role_claims),
         expires_at=expires_at,
-        session_id=_string(document, "sid"),
-        audience=_audience(document.get("aud")),
+        session_id=_string(claims, "sid"),
+        audience=_audience(claims.get("aud")),
     )
 
 

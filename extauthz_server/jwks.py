@@ -48,7 +48,10 @@ class JwksCache:
 
     An unknown `kid` triggers a refetch, at most one per `min_refetch_interval_s` however
     many tokens name unknown keys, so forged `kid`s cannot make us hammer the provider.
-    A failed fetch keeps the previous keys and is remembered for the same interval.
+    A failed fetch keeps the previous keys and is remembered for the same interval. Keys
+    older than `max_age_s` are refreshed in the background, so a key the provider has
+    withdrawn stops verifying tokens. One fetch runs at a time, shared by every caller, and
+    a caller that gives up (its own deadline) does not cancel it for the others.
     """
 
     def __init__(
@@ -58,32 +61,55 @@ class JwksCache:
         timeout_s: float,
         min_refetch_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        max_age_s: float = 600.0,
     ) -> None:
         self._session = session
         self._jwks_uri = jwks_uri
         self._timeout_s = timeout_s
         self._min_refetch_interval_s = min_refetch_interval_s
+        self._max_age_s = max_age_s
         self._clock = clock
         self._keys: tuple[_SigningKey, ...] = ()
+        self._loaded_at: float | None = None
         self._attempted_at: float | None = None
-        self._attempts = 0
         self._last_failed = False
-        self._lock = asyncio.Lock()
+        self._fetching: asyncio.Task[None] | None = None
+        self.fetches = 0
 
-    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+    async def key_for(self, kid: str | None, alg: str, timeout_s: float | None = None) -> jwt.PyJWK:
         """The key to verify a token signed with `alg` by key `kid`.
 
-        Raises `KeyNotFound`, or `ProviderUnavailable` when the JWKS cannot be read.
+        Raises `KeyNotFound`, or `ProviderUnavailable` when the JWKS cannot be read (within
+        `timeout_s` when given).
         """
         if alg not in _KEY_SHAPE_FOR_ALG:
             raise KeyNotFound(kid, alg)
         key = self._find(kid, alg)
         if key is None:
-            await self._refetch()
+            await self._refetch(self._timeout_s if timeout_s is None else timeout_s)
             key = self._find(kid, alg)
+        elif self._is_old():
+            self._start_fetch()
         if key is None:
             raise KeyNotFound(kid, alg)
         return key
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at is not None
+
+    async def load(self, timeout_s: float) -> None:
+        """Fetch the keys now (at start-up), unless they are already known."""
+        if self._loaded_at is None:
+            await self._refetch(timeout_s)
+
+    def _is_old(self) -> bool:
+        return (
+            self._loaded_at is not None
+            and self._clock() - self._loaded_at > self._max_age_s
+            and (self._fetching is None or self._fetching.done())
+            and not self._rate_limited()
+        )
 
     def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         matches = [k.jwk for k in self._keys if k.alg == alg and (kid is None or k.kid == kid)]
@@ -92,28 +118,51 @@ class JwksCache:
             return matches[0]
         return None
 
-    async def _refetch(self) -> None:
-        attempts_seen = self._attempts
+    def _rate_limited(self) -> bool:
+        return (
+            self._attempted_at is not None
+            and self._clock() - self._attempted_at < self._min_refetch_interval_s
+        )
+
+    def _start_fetch(self) -> asyncio.Task[None]:
+        self._attempted_at = self._clock()
+        self.fetches += 1
+        task = asyncio.create_task(self._fetch_and_keep())
+        # Nobody may be waiting for a background refresh; its failure is already logged.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._fetching = task
+        return task
+
+    async def _refetch(self, timeout_s: float) -> None:
+        task = self._fetching
+        if task is None or task.done():
+            if self._rate_limited():
+                # Use what the last fetch gave, or say that it failed.
+                if self._last_failed:
+                    raise ProviderUnavailable("JWKS fetch failed recently")
+                return
+            task = self._start_fetch()
         try:
-            async with asyncio.timeout(self._timeout_s), self._lock:
-                now = self._clock()
-                recently = (
-                    self._attempted_at is not None
-                    and now - self._attempted_at < self._min_refetch_interval_s
-                )
-                # Another task fetched while we waited for the lock, or the rate limit holds:
-                # use what that fetch gave.
-                if self._attempts != attempts_seen or recently:
-                    if self._last_failed:
-                        raise ProviderUnavailable("JWKS fetch failed recently")
-                    return
-                self._attempted_at = now
-                self._attempts += 1
-                self._last_failed = True
-                self._keys = await self._fetch()
-                self._last_failed = False
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         except TimeoutError as exc:
             raise ProviderUnavailable("JWKS fetch timed out") from exc
+
+    async def _fetch_and_keep(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                keys = await self._fetch()
+        except TimeoutError as exc:
+            self._last_failed = True
+            log.warning("JWKS fetch timed out after %.1fs", self._timeout_s)
+            raise ProviderUnavailable("JWKS fetch timed out") from exc
+        except ProviderUnavailable as exc:
+            self._last_failed = True
+            log.warning("JWKS fetch failed: %s", exc)
+            raise
+        self._keys = keys
+        self._loaded_at = self._clock()
+        self._last_failed = False
 
     async def _fetch(self) -> tuple[_SigningKey, ...]:
         url = await self._jwks_uri(self._timeout_s)

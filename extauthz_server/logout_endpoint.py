@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from extauthz_server.access_token import unverified_issuer
 from extauthz_server.errors import ProviderError
 from extauthz_server.local_cache import Invalidation
 from extauthz_server.logout import KeySource, LogoutTokenError, verify_logout_token
@@ -20,22 +22,33 @@ MAX_REQUEST_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
+@dataclass(frozen=True, slots=True)
+class LogoutProvider:
+    """A provider whose logout tokens we accept, and how to drop its sessions."""
+
+    keys: KeySource
+    issuer: Callable[[], str]
+    audiences: frozenset[str]
+    invalidate: Callable[[Invalidation], Awaitable[int]]
+
+
 class BackchannelLogout:
     def __init__(
         self,
-        keys: KeySource,
-        issuer: Callable[[], str],
-        audiences: frozenset[str],
-        invalidate: Callable[[Invalidation], Awaitable[int]],
+        providers: Sequence[LogoutProvider],
         results: Counter[str],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._results = results
-        self._keys = keys
-        self._issuer = issuer
-        self._audiences = audiences
-        self._invalidate = invalidate
+        self._providers = tuple(providers)
         self._wall_clock = wall_clock
+
+    def _provider_for(self, token: str) -> LogoutProvider | None:
+        """With several providers, the one the token names as issuer (then verified)."""
+        if len(self._providers) == 1:
+            return self._providers[0]
+        issuer = unverified_issuer(token)
+        return next((p for p in self._providers if p.issuer() == issuer), None)
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_type != "application/x-www-form-urlencoded":
@@ -44,9 +57,14 @@ class BackchannelLogout:
         token = form.get("logout_token")
         if not isinstance(token, str) or not token:
             return _error(400, "logout_token is missing")
+        provider = self._provider_for(token)
+        if provider is None:
+            self._results["rejected"] += 1
+            log.warning("rejected a back-channel logout token: no provider has its issuer")
+            return _error(400, "the logout token is not acceptable")
         try:
             event = await verify_logout_token(
-                token, self._keys, self._issuer(), self._audiences, self._wall_clock()
+                token, provider.keys, provider.issuer(), provider.audiences, self._wall_clock()
             )
         except LogoutTokenError as exc:
             self._results["rejected"] += 1
@@ -61,7 +79,7 @@ class BackchannelLogout:
             session_id=event.session_id,
             subject=None if event.session_id is not None else event.subject,
         )
-        dropped = await self._invalidate(invalidation)
+        dropped = await provider.invalidate(invalidation)
         self._results["accepted"] += 1
         log.info(
             "back-channel logout",

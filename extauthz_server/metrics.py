@@ -60,6 +60,7 @@ class CheckMetrics:
     )
     logouts: Counter[str] = field(default_factory=Counter)
     reloads: Counter[str] = field(default_factory=Counter)
+    jwt_validations: Counter[str] = field(default_factory=Counter)
 
     def record_decision(self, decision: Decision, elapsed_s: float) -> None:
         outcome = "allowed" if decision.allowed else "denied"
@@ -83,6 +84,9 @@ class CacheReadings:
     l1_bytes: int
     redis_errors: int
     redis_available: bool | None
+    permission_cache_hits: int = 0
+    permission_calls: int = 0
+    permission_failures: int = 0
 
 
 class _Collector(Collector):
@@ -119,6 +123,11 @@ class _Collector(Collector):
                 checks.logouts,
             ),
             ("extauthz_config_reloads", "Configuration reloads by result.", checks.reloads),
+            (
+                "extauthz_jwt_validations",
+                "Local JWT access token validations by result (valid, invalid).",
+                checks.jwt_validations,
+            ),
         ):
             family = CounterMetricFamily(name, documentation, labels=["result"])
             for result, count in sorted(counter.items()):
@@ -132,6 +141,15 @@ class _Collector(Collector):
         lookups.add_metric(["l2", "hit"], cache.l2_hits)
         lookups.add_metric(["all", "miss"], cache.misses)
         yield lookups
+        permissions = CounterMetricFamily(
+            "extauthz_permission_lookups",
+            "Permissions API lookups: answered from the cache, or by a call that worked or failed.",
+            labels=["result"],
+        )
+        permissions.add_metric(["cache_hit"], cache.permission_cache_hits)
+        permissions.add_metric(["call_ok"], cache.permission_calls - cache.permission_failures)
+        permissions.add_metric(["call_failed"], cache.permission_failures)
+        yield permissions
         yield CounterMetricFamily(
             "extauthz_cache_stale_served",
             "Identities served stale while the provider failed.",

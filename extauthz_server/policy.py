@@ -92,6 +92,8 @@ class Route:
     any_of: frozenset[str] = frozenset()
     all_of: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    # Only tokens of this provider are accepted here; None: the token's issuer decides.
+    provider: str | None = None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:

@@ -1,38 +1,26 @@
-"""IdentityResolver: token digest → L1 → L2 → introspection (one call per token at a time,
-a bounded number at once) → Identity, cached in both levels."""
+"""IdentityResolver: token digest → L1 → L2 → the provider's strategy (one call per token at a
+time, a bounded number at once) → Identity, cached in both levels."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 from extauthz_server.entries import CacheEntry
-from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
-from extauthz_server.identity import (
-    EXPIRY_SKEW_SECONDS,
-    Identity,
-    Inactive,
-    identity_from_introspection,
-)
+from extauthz_server.errors import ProviderUnavailable
+from extauthz_server.identity import DECIDED_LOCALLY, EXPIRY_SKEW_SECONDS, Identity, Inactive
 from extauthz_server.local_cache import Invalidation, LocalIdentityCache
-from extauthz_server.metrics import CheckMetrics
-from extauthz_server.roles import ClaimPath
+from extauthz_server.strategies import IdentityStrategy
 from extauthz_server.tokens import log_id, token_digest
 
 log = logging.getLogger(__name__)
 
 MIN_INTROSPECTION_BUDGET_S = 0.005
-
-
-class Introspector(Protocol):
-    async def introspect(
-        self, token: str, timeout_s: float | None = None
-    ) -> Mapping[str, object]: ...
 
 
 class SharedCache(Protocol):
@@ -57,7 +45,7 @@ class ResolverStats:
     l1_hits: int = 0
     l2_hits: int = 0
     misses: int = 0
-    introspections: int = 0
+    lookups: int = 0
     stale_served: int = 0
     saturated: int = 0
     in_flight: int = 0
@@ -70,26 +58,23 @@ lookup_level: ContextVar[str] = ContextVar("lookup_level", default="")
 
 class IdentityResolver:
     """Only answers the provider actually gave are cached: an identity until min(ttl, token
-    exp), an `active: false` for the negative ttl; provider errors never."""
+    exp), an `active: false` for the negative ttl; provider errors and answers the strategy
+    reached locally (DECIDED_LOCALLY) never."""
 
     def __init__(
         self,
-        introspector: Introspector,
+        strategy: IdentityStrategy,
         local: LocalIdentityCache,
         cache_policy: CachePolicy,
-        role_claims: tuple[ClaimPath, ...],
         *,
         shared: SharedCache | None = None,
         max_concurrency: int = 64,
-        metrics: CheckMetrics | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._metrics = metrics or CheckMetrics()
-        self._introspector = introspector
+        self._strategy = strategy
         self._local = local
         self._shared = shared
         self._cache_policy = cache_policy
-        self._role_claims = role_claims
         self._wall_clock = wall_clock
         self._slots = asyncio.BoundedSemaphore(max_concurrency)
         self._in_flight: dict[bytes, asyncio.Future[Identity | Inactive]] = {}
@@ -161,14 +146,9 @@ class IdentityResolver:
             stale = stale or shared
         self.stats.misses += 1
         lookup_level.set("provider")
-        started = time.monotonic()
         try:
-            document = await self._introspect(token, deadline)
-        except ProviderRejectedClient:
-            self._metrics.record_introspection("rejected_client", time.monotonic() - started)
-            raise
+            result = await self._identify(token, deadline)
         except ProviderUnavailable:
-            self._metrics.record_introspection("error", time.monotonic() - started)
             if stale is not None and self._may_serve_stale(stale):
                 self.stats.stale_served += 1
                 lookup_level.set("stale")
@@ -177,9 +157,7 @@ class IdentityResolver:
                 )
                 return stale.result
             raise
-        result = await self._store(digest, document)
-        outcome = "active" if isinstance(result, Identity) else "inactive"
-        self._metrics.record_introspection(outcome, time.monotonic() - started)
+        await self._store(digest, result)
         return result
 
     def _may_serve_stale(self, entry: CacheEntry) -> bool:
@@ -187,8 +165,8 @@ class IdentityResolver:
             entry.session_id
         )
 
-    async def _introspect(self, token: str, deadline: float) -> Mapping[str, object]:
-        """One introspection, waiting for a free slot no longer than the deadline allows."""
+    async def _identify(self, token: str, deadline: float) -> Identity | Inactive:
+        """One strategy call, waiting for a free slot no longer than the deadline allows."""
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await self._slots.acquire()
@@ -201,18 +179,19 @@ class IdentityResolver:
                 # The slot came free too late for a call to have any chance of answering.
                 self.stats.saturated += 1
                 raise ProviderUnavailable("introspection concurrency limit reached")
-            self.stats.introspections += 1
+            self.stats.lookups += 1
             self.stats.in_flight += 1
             try:
-                return await self._introspector.introspect(token, remaining)
+                return await self._strategy.identify(token, remaining)
             finally:
                 self.stats.in_flight -= 1
         finally:
             self._slots.release()
 
-    async def _store(self, digest: bytes, document: Mapping[str, object]) -> Identity | Inactive:
+    async def _store(self, digest: bytes, result: Identity | Inactive) -> None:
+        if result in DECIDED_LOCALLY:
+            return
         now = self._wall_clock()
-        result = identity_from_introspection(document, self._role_claims, now)
         policy = self._cache_policy
         if isinstance(result, Identity):
             fresh_until = now + policy.ttl_s
@@ -225,9 +204,8 @@ class IdentityResolver:
             log.info("token %s is not usable: %s", log_id(digest), result.value)
             fresh_until = stale_until = now + policy.negative_ttl_s
         if fresh_until <= now:
-            return result
+            return
         entry = CacheEntry(result, fresh_until, stale_until)
         self._local.put(digest, entry)
         if self._shared is not None:
             await self._shared.put(digest, entry)
-        return result

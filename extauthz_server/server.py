@@ -16,26 +16,22 @@ from aiohttp import web
 from extauthz_server.authorizer import Authorizer
 from extauthz_server.config import Config, authorizer_settings, load_config
 from extauthz_server.decision import Denials
-from extauthz_server.discovery import EndpointSource
-from extauthz_server.errors import ConfigError, ProviderError
+from extauthz_server.errors import ConfigError
 from extauthz_server.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.http_app import build_http_app
-from extauthz_server.introspection import ClientCredentials, IntrospectionClient
-from extauthz_server.jwks import JwksCache
 from extauthz_server.local_cache import LocalIdentityCache
 from extauthz_server.logout_endpoint import BackchannelLogout
 from extauthz_server.logs import Auditor
 from extauthz_server.metrics import CacheReadings, CheckMetrics, MetricsRegistry
-from extauthz_server.redis_cache import RedisCache, connect
-from extauthz_server.resolver import CachePolicy, IdentityResolver, ResolverStats
+from extauthz_server.provider_runtime import ProviderRuntime, start_provider
+from extauthz_server.providers import ProviderRouter
+from extauthz_server.redis_cache import RedisCache
+from extauthz_server.resolver import IdentityResolver
 from extauthz_server.tracing import Tracing, build_tracing
 
 log = logging.getLogger(__name__)
 
 HTTP_POOL_SIZE = 100
-DISCOVERY_RETRY_MAX_S = 30.0
-REDIS_CONNECT_TIMEOUT_S = 2.0
-LOGOUT_KEYS_TIMEOUT_S = 2.0
 
 
 def _split_listen(address: str) -> tuple[str, int]:
@@ -58,28 +54,43 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._health = HealthServicer()
-        self._endpoints: EndpointSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.local_cache: LocalIdentityCache | None = None
-        self.shared_cache: RedisCache | None = None
-        self.resolver: IdentityResolver | None = None
+        self.providers: list[ProviderRuntime] = []
         self.metrics = CheckMetrics()
         self.authorizer: Authorizer | None = None
 
+    @property
+    def resolver(self) -> IdentityResolver | None:
+        """The first provider's resolver (the only one in the single-provider form)."""
+        return self.providers[0].resolver if self.providers else None
+
+    @property
+    def local_cache(self) -> LocalIdentityCache | None:
+        return self.providers[0].local if self.providers else None
+
+    @property
+    def shared_cache(self) -> RedisCache | None:
+        return self.providers[0].shared if self.providers else None
+
     def _cache_readings(self) -> CacheReadings:
-        stats = self.resolver.stats if self.resolver is not None else ResolverStats()
-        local, shared = self.local_cache, self.shared_cache
+        """Summed over the providers."""
+        stats = [p.resolver.stats for p in self.providers]
+        shared = [p.shared for p in self.providers if p.shared is not None]
+        enrichments = [p.enrichment for p in self.providers if p.enrichment is not None]
         return CacheReadings(
-            l1_hits=stats.l1_hits,
-            l2_hits=stats.l2_hits,
-            misses=stats.misses,
-            stale_served=stats.stale_served,
-            saturated=stats.saturated,
-            in_flight=stats.in_flight,
-            l1_entries=len(local) if local is not None else 0,
-            l1_bytes=local.size_bytes if local is not None else 0,
-            redis_errors=shared.errors if shared is not None else 0,
-            redis_available=shared.available if shared is not None else None,
+            l1_hits=sum(s.l1_hits for s in stats),
+            l2_hits=sum(s.l2_hits for s in stats),
+            misses=sum(s.misses for s in stats),
+            stale_served=sum(s.stale_served for s in stats),
+            saturated=sum(s.saturated for s in stats),
+            in_flight=sum(s.in_flight for s in stats),
+            l1_entries=sum(len(p.local) for p in self.providers),
+            l1_bytes=sum(p.local.size_bytes for p in self.providers),
+            redis_errors=sum(c.errors for c in shared),
+            redis_available=all(c.available for c in shared) if shared else None,
+            permission_cache_hits=sum(e.stats.cache_hits for e in enrichments),
+            permission_calls=sum(e.stats.calls for e in enrichments),
+            permission_failures=sum(e.stats.failures for e in enrichments),
         )
 
     def reload(self, config_path: Path) -> bool:
@@ -96,9 +107,8 @@ class Server:
             name
             for name, before, after in (
                 ("server", old.server, new.server),
-                ("provider", old.provider, new.provider),
+                ("provider", old.providers, new.providers),
                 ("cache", old.cache, new.cache),
-                ("roles.claims", old.role_claims, new.role_claims),
             )
             if before != after
         ]
@@ -111,7 +121,7 @@ class Server:
         return True
 
     def is_ready(self) -> bool:
-        return self._endpoints is not None and self._endpoints.known
+        return bool(self.providers) and all(p.ready for p in self.providers)
 
     async def start(self) -> None:
         config = self.config
@@ -120,50 +130,18 @@ class Server:
             connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self._endpoints = EndpointSource(
-            self._session, provider.issuer, provider.introspection_endpoint, provider.jwks_uri
-        )
-        introspection = IntrospectionClient(
-            self._session,
-            self._endpoints,
-            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
-            provider.timeout_s,
-            self._tracing,
-        )
-        cache = config.cache
-        horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)
-        self.local_cache = LocalIdentityCache(cache.max_entries, cache.max_bytes, horizon_s)
-        if cache.redis_url is not None:
-            self.shared_cache = RedisCache(
-                connect(
-                    cache.redis_url,
-                    cache.redis_cluster,
-                    cache.redis_timeout_s,
-                    cache.redis_max_connections,
-                ),
-                cache.redis_namespace,
-                cache.redis_timeout_s,
-                horizon_s,
+        for provider_config in config.providers:
+            runtime = await start_provider(
+                config, provider_config, self._session, self.metrics, self._tracing, self._tasks
             )
-            await self.shared_cache.warm_up(REDIS_CONNECT_TIMEOUT_S)
-            self._tasks.append(
-                asyncio.create_task(self.shared_cache.listen(self.local_cache.invalidate))
-            )
-        self.resolver = IdentityResolver(
-            introspection,
-            self.local_cache,
-            CachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.stale_if_error_s),
-            config.role_claims,
-            shared=self.shared_cache,
-            max_concurrency=provider.max_concurrency,
-            metrics=self.metrics,
-        )
-        resolver = self.resolver
-        self.authorizer = Authorizer(authorizer_settings(config), resolver)
+            self.providers.append(runtime)
+            self._tasks.append(asyncio.create_task(runtime.prepare()))
+        router = ProviderRouter([p.entry() for p in self.providers])
+        self.authorizer = Authorizer(authorizer_settings(config), router)
         servicer = AuthorizationServicer(
             self.authorizer,
             Denials(provider.realm),
-            provider.timeout_s,
+            max(p.timeout_s for p in config.providers),
             self.metrics,
             Auditor(config.audit_allow_sample_rate),
             self._tracing,
@@ -178,40 +156,28 @@ class Server:
         self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
         await self._grpc.start()
 
-        logout = None
-        if provider.logout_audiences:
-            keys = JwksCache(self._session, self._endpoints.jwks_uri, LOGOUT_KEYS_TIMEOUT_S)
-            endpoints = self._endpoints
-            logout = BackchannelLogout(
-                keys,
-                lambda: endpoints.issuer,
-                provider.logout_audiences,
-                resolver.invalidate,
-                self.metrics.logouts,
-            )
+        logout_providers = [p.logout() for p in self.providers if p.config.logout_audiences]
+        logout = (
+            BackchannelLogout(logout_providers, self.metrics.logouts) if logout_providers else None
+        )
         registry = MetricsRegistry(self.metrics, self._cache_readings)
+        authorizer = self.authorizer
         self._http = web.AppRunner(
-            build_http_app(self.is_ready, registry.render, logout), access_log=None
+            build_http_app(
+                self.is_ready,
+                registry.render,
+                logout,
+                # Read per request: a reload may bring new keys.
+                identity_token=lambda: authorizer.settings.identity_token,
+            ),
+            access_log=None,
         )
         await self._http.setup()
         http_host, http_port = _split_listen(config.server.http_listen)
         site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
-        self._tasks.append(asyncio.create_task(self._discover_until_known()))
         log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
-
-    async def _discover_until_known(self) -> None:
-        """Learn the introspection endpoint before the first check needs it."""
-        assert self._endpoints is not None  # noqa: S101 - set in start()
-        delay = 0.5
-        while not self._endpoints.known:
-            try:
-                await self._endpoints.introspection_endpoint(self.config.provider.timeout_s * 10)
-            except ProviderError as exc:
-                log.warning("OIDC discovery failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, DISCOVERY_RETRY_MAX_S)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""
@@ -226,10 +192,10 @@ class Server:
             await self._grpc.stop(self.config.server.grace_period_s)
         if self._http is not None:
             await self._http.cleanup()
+        for provider in self.providers:
+            await provider.close()
         if self._session is not None:
             await self._session.close()
-        if self.shared_cache is not None:
-            await self.shared_cache.close()
         self._tracing.close()
 
 

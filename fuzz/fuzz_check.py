@@ -94,7 +94,9 @@ class FakeSource:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
         self.asked.append(token)
         if token == "tok-down":  # noqa: S105 - a test token
             raise ProviderUnavailable("fuzz outage")

@@ -65,7 +65,9 @@ class FakeSource:
 
     asked: list[str] = field(default_factory=list)
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
         self.asked.append(token)
         if token == PROVIDER_DOWN_TOKEN:
             raise ProviderUnavailable("stand-in outage")

@@ -31,6 +31,12 @@ from tests.support.net import free_port
 KEYCLOAK_VERSION = "26.7.3"
 REALM = "demo"
 REALM_FILE = Path(__file__).resolve().parents[2] / "keycloak" / "demo-realm.json"
+# A second realm, for several providers on one Keycloak: its client issues full access
+# tokens (roles included), unlike demo's lightweight ones.
+PARTNERS_REALM = "partners"
+PARTNERS_REALM_FILE = REALM_FILE.with_name("partners-realm.json")
+PARTNERS_EXT_AUTHZ_SECRET = "partnersextauthzsecret0123456789"
+PARTNER_PORTAL_CLIENT_ID = "partner-portal"
 
 EXT_AUTHZ_CLIENT_ID = "ext-authz"
 EXT_AUTHZ_SECRET = "extauthzdemosecret0123456789abcd"
@@ -42,6 +48,8 @@ USER_PASSWORDS: Mapping[str, str] = {
     "bob": "bob-pw",
     "carol": "carol-pw",
     "dave": "dave-pw",
+    "erin": "erin-pw",
+    "frank": "frank-pw",
 }
 
 _LOG_TAIL_LINES = 60
@@ -64,6 +72,7 @@ class KeycloakSettings:
     cache_dir: Path
     version: str = KEYCLOAK_VERSION
     realm_file: Path = REALM_FILE
+    extra_realm_files: tuple[Path, ...] = (PARTNERS_REALM_FILE,)
     admin_username: str = "admin"
     admin_password: str = "admin"
     fetch_timeout_s: float = 600.0
@@ -231,7 +240,8 @@ class Keycloak:
             prepared = False
         import_dir = home / "data" / "import"
         import_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(settings.realm_file, import_dir / settings.realm_file.name)
+        for realm_file in (settings.realm_file, *settings.extra_realm_files):
+            shutil.copyfile(realm_file, import_dir / realm_file.name)
         return home, prepared
 
     def _spawn(self) -> None:
@@ -322,11 +332,17 @@ class Keycloak:
 
     @property
     def issuer(self) -> str:
-        return f"{self.base_url}/realms/{REALM}"
+        return self.issuer_of(REALM)
+
+    def issuer_of(self, realm: str) -> str:
+        return f"{self.base_url}/realms/{realm}"
 
     @property
     def token_endpoint(self) -> str:
-        return f"{self.issuer}/protocol/openid-connect/token"
+        return self.token_endpoint_of(REALM)
+
+    def token_endpoint_of(self, realm: str) -> str:
+        return f"{self.issuer_of(realm)}/protocol/openid-connect/token"
 
     @property
     def introspection_endpoint(self) -> str:
@@ -344,6 +360,7 @@ class Keycloak:
         password: str | None = None,
         client_id: str = WEB_APP_CLIENT_ID,
         scope: str = "openid",
+        realm: str = REALM,
     ) -> dict[str, Any]:
         """Resource-owner password grant; the full token response (with id_token for openid)."""
         form = {
@@ -353,7 +370,7 @@ class Keycloak:
             "password": USER_PASSWORDS[username] if password is None else password,
             "scope": scope,
         }
-        return self._token_request(form)
+        return self._token_request(form, realm=realm)
 
     def client_credentials(self, client_id: str, secret: str) -> dict[str, Any]:
         form = {"grant_type": "client_credentials"}
@@ -365,9 +382,9 @@ class Keycloak:
         return self._token_request(form)
 
     def _token_request(
-        self, form: Mapping[str, str], basic: tuple[str, str] | None = None
+        self, form: Mapping[str, str], basic: tuple[str, str] | None = None, realm: str = REALM
     ) -> dict[str, Any]:
-        reply = self._must_answer("POST", self.token_endpoint, form=form, basic=basic)
+        reply = self._must_answer("POST", self.token_endpoint_of(realm), form=form, basic=basic)
         if reply.status != 200:
             raise KeycloakError(
                 f"token request ({form.get('grant_type')}) failed with {reply.status}: "
@@ -446,6 +463,31 @@ class Keycloak:
         reply = self._must_answer("PUT", url, bearer=self.admin_token(), json_body=representation)
         if reply.status != 204:
             raise KeycloakError(f"client update failed with {reply.status}: {reply.body!r}")
+
+    def add_signing_key(self, realm: str, name: str, priority: int) -> None:
+        """Key rotation: a new generated RS256 key that outranks the realm's current one, so
+        tokens issued from now on carry its (new) `kid`."""
+        token = self.admin_token()
+        reply = self._must_answer("GET", f"{self.base_url}/admin/realms/{realm}", bearer=token)
+        if reply.status != 200:
+            raise KeycloakError(f"realm {realm!r} lookup gave {reply.status}: {reply.body!r}")
+        component = {
+            "name": name,
+            "providerId": "rsa-generated",
+            "providerType": "org.keycloak.keys.KeyProvider",
+            "parentId": reply.json()["id"],
+            "config": {
+                "priority": [str(priority)],
+                "enabled": ["true"],
+                "active": ["true"],
+                "keySize": ["2048"],
+                "algorithm": ["RS256"],
+            },
+        }
+        url = f"{self.base_url}/admin/realms/{realm}/components"
+        reply = self._must_answer("POST", url, bearer=token, json_body=component)
+        if reply.status != 201:
+            raise KeycloakError(f"adding a key failed with {reply.status}: {reply.body!r}")
 
     def _must_answer(
         self,

@@ -38,7 +38,9 @@ class FakeIdentitySource:
     outcomes: Mapping[str, Outcome]
     calls: list[tuple[str, float]] = field(default_factory=list)
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
         self.calls.append((token, timeout_s))
         outcome = self.outcomes.get(token, Inactive.NOT_ACTIVE)
         if isinstance(outcome, ProviderError):

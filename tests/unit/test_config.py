@@ -11,6 +11,13 @@ from extauthz_server.config import Config, parse_config
 from extauthz_server.errors import ConfigError
 from extauthz_server.introspection import ClientAuthMethod
 from extauthz_server.policy import PathKind
+from extauthz_server.secret import Secret
+
+
+def revealed(secret: Secret | None) -> str:
+    assert secret is not None
+    return secret.reveal()
+
 
 PROVIDER = """\
 provider:
@@ -40,7 +47,7 @@ def test_seed_config_parses_into_the_documented_values(seed_config: Config) -> N
     assert config.server.http_listen == "127.0.0.1:0"
     assert config.provider.issuer == "http://127.0.0.1:8080/realms/demo"
     assert config.provider.client_id == "ext-authz"
-    assert config.provider.client_secret.reveal() == "s3cret"
+    assert revealed(config.provider.client_secret) == "s3cret"
     assert config.provider.auth_method is ClientAuthMethod.CLIENT_SECRET_BASIC
     assert config.provider.timeout_s == pytest.approx(0.15)
     assert config.provider.realm == "demo"
@@ -88,7 +95,7 @@ def test_environment_variables_are_interpolated() -> None:
         "127.0.0.1:8080", "${KC_HOST}:${KC_PORT}"
     )
     config = parse_config(text, {"KC_SECRET": "from-env", "KC_HOST": "kc", "KC_PORT": "8443"})
-    assert config.provider.client_secret.reveal() == "from-env"
+    assert revealed(config.provider.client_secret) == "from-env"
     assert config.provider.issuer == "http://kc:8443/realms/demo"
 
 
@@ -113,7 +120,7 @@ def test_missing_variable_inside_a_route_names_the_list_index() -> None:
         ({"EXTAUTHZ__LOGGING__LEVEL": "debug"}, lambda c: c.log_level == "DEBUG"),
         (
             {"EXTAUTHZ__PROVIDER__CLIENT_SECRET": "other"},
-            lambda c: c.provider.client_secret.reveal() == "other",
+            lambda c: revealed(c.provider.client_secret) == "other",
         ),
         (
             {"EXTAUTHZ__HEADERS__STRIP_AUTHORIZATION": "true"},
@@ -151,7 +158,7 @@ def test_bad_override_names_the_variable(name: str, value: str, key_path: str) -
 def test_string_override_is_taken_verbatim_so_any_secret_works() -> None:
     for secret in ("[TopSecretValue", "123456", "true", "#hash"):
         config = parse_config(PROVIDER, {"EXTAUTHZ__PROVIDER__CLIENT_SECRET": secret})
-        assert config.provider.client_secret.reveal() == secret
+        assert revealed(config.provider.client_secret) == secret
 
 
 def test_invalid_yaml_in_an_override_is_reported_without_echoing_the_value() -> None:
@@ -164,7 +171,7 @@ def test_client_secret_file_is_read_relative_to_base_dir(tmp_path: Path) -> None
     (tmp_path / "secret.txt").write_text("file-s3cret\n", encoding="utf-8")
     text = PROVIDER.replace("client_secret: s3cret", "client_secret_file: secret.txt")
     config = parse_config(text, {}, base_dir=tmp_path)
-    assert config.provider.client_secret.reveal() == "file-s3cret"
+    assert revealed(config.provider.client_secret) == "file-s3cret"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 CORE = ["tokens", "paths", "identity", "roles", "policy", "decision", "headers", "request"]
-CORE += ["authorizer"]
+CORE += ["authorizer", "access_token", "logout", "identity_token"]
 PROBE = """
 import sys
 for name in {core!r}:

@@ -9,6 +9,13 @@ import pytest
 import yaml
 
 from extauthz_server.config import Config, parse_config
+from extauthz_server.secret import Secret
+
+
+def revealed(secret: Secret | None) -> str:
+    assert secret is not None
+    return secret.reveal()
+
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -91,7 +98,7 @@ def test_every_manifest_is_in_the_auth_namespace_and_listed_in_kustomization(
 def test_config_map_parses_with_the_secret_in_the_environment(
     config: Config, environ: dict[str, str]
 ) -> None:
-    assert config.provider.client_secret.reveal() == environ["EXTAUTHZ_CLIENT_SECRET"]
+    assert revealed(config.provider.client_secret) == environ["EXTAUTHZ_CLIENT_SECRET"]
     assert config.cache.redis_url is not None
     assert environ["REDIS_PASSWORD"] in config.cache.redis_url
     assert config.provider.logout_audiences == frozenset({"web-app"})

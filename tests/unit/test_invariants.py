@@ -102,7 +102,9 @@ class ScriptedSource:
 
     outcome: Identity | Inactive | ProviderError
 
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
         if isinstance(self.outcome, ProviderError):
             raise self.outcome
         return self.outcome

@@ -1,0 +1,1 @@
+"""Worked examples of extension points (not part of the installed package)."""
