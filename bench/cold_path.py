@@ -125,29 +125,40 @@ def main() -> None:
         serve_standin(args.serve_standin)
         return
     provider: list[float] = []
-    cold: list[float] = []
+    cold: dict[str, list[float]] = {"asyncio": [], "uvloop": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         standin, port = _start_standin(workdir)
         issuer = f"http://127.0.0.1:{port}/realms/demo"
-        server = AuthzProcess.start(
-            seed_config_text(issuer, ttl_seconds=0, timeout_ms=1000, logging={"audit": False}),
-            workdir,
-        )
+        servers: dict[str, AuthzProcess] = {}
+        for event_loop in cold:
+            (workdir / event_loop).mkdir()
+            config = seed_config_text(
+                issuer,
+                ttl_seconds=0,
+                timeout_ms=1000,
+                logging={"audit": False},
+                server={"event_loop": event_loop},
+            )
+            servers[event_loop] = AuthzProcess.start(config, workdir / event_loop)
         endpoint = f"{issuer}/protocol/openid-connect/token/introspect"
         try:
             for _ in range(args.rounds):
                 provider += asyncio.run(_provider_alone(endpoint, args.calls))
-                cold += _cold_checks(server.grpc_port, args.calls)
+                for event_loop, server in servers.items():
+                    cold[event_loop] += _cold_checks(server.grpc_port, args.calls)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
             standin.terminate()
             standin.wait(10)
     print(f"sequential calls, {args.rounds} x {args.calls} each, every token new")
     print(_summary("provider alone (introspection)", provider))
-    print(_summary("extauthz-server Check, cold", cold))
-    added = statistics.median(cold) - statistics.median(provider)
-    print(f"the cold path adds {added:.0f} µs (median difference)")
+    for event_loop, samples in cold.items():
+        print(_summary(f"extauthz-server Check, cold, {event_loop}", samples))
+    for event_loop, samples in cold.items():
+        added = statistics.median(samples) - statistics.median(provider)
+        print(f"the cold path adds {added:.0f} µs on {event_loop} (median difference)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Limit A of the benchmark: a Check server on the same stack (grpc.aio, one process) that
 answers every request with one fixed OK response and does nothing else.
 
-    python -m bench.noop_server PORT_FILE
+    python -m bench.noop_server PORT_FILE [asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -35,4 +35,10 @@ async def serve(port_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(Path(sys.argv[1])))
+    loop_factory = None
+    if sys.argv[2:] == ["uvloop"]:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(Path(sys.argv[1])))

@@ -37,10 +37,24 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
+def median_round(rounds: Sequence[Result]) -> Result:
+    """The round with the median req/s (the lower middle one for an even count), noting the
+    spread of the others."""
+    ordered = sorted(rounds, key=lambda r: r.rps)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(ordered) > 1:
+        spread = ", ".join(f"{r.rps:.0f}" for r in ordered)
+        chosen.notes.append(f"req/s of the {len(ordered)} rounds: {spread}")
+    return chosen
+
+
 def set_ratios(results: Sequence[Result], limit_rows: dict[str, str]) -> None:
-    """Fill `ratio` of each row against the limit row of its section at the same clients."""
+    """Fill `ratio` of each row against the limit row of its section at the same clients,
+    where no ratio was set already (per round)."""
     limits = {(r.section, r.clients): r.rps for r in results if r.row == limit_rows.get(r.section)}
     for result in results:
+        if result.ratio is not None:
+            continue
         limit = limits.get((result.section, result.clients))
         if limit:
             result.ratio = result.rps / limit

@@ -54,14 +54,19 @@ def start_standin(tokens: list[str]) -> KeycloakStandIn:
 
 
 def start_server(
-    issuer: str, workdir: Path, *, ttl_seconds: float, cache: dict[str, Any] | None = None
+    issuer: str,
+    workdir: Path,
+    *,
+    ttl_seconds: float,
+    cache: dict[str, Any] | None = None,
+    event_loop: str = "asyncio",
 ) -> AuthzProcess:
     """Our server, one worker, audit lines off (one JSON line per Check would dominate)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = seed_config_text(
         issuer,
         ttl_seconds=ttl_seconds,
-        server={"workers": 1},
+        server={"workers": 1, "event_loop": event_loop},
         cache=cache,
         logging={"audit": False},
     )
@@ -74,10 +79,12 @@ class NoopProcess:
     grpc_port: int
 
     @classmethod
-    def start(cls, workdir: Path) -> NoopProcess:
+    def start(cls, workdir: Path, event_loop: str = "asyncio") -> NoopProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         port_file = workdir / "noop.port"
-        process = subprocess.Popen([sys.executable, "-m", "bench.noop_server", str(port_file)])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.noop_server", str(port_file), event_loop]
+        )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not port_file.exists() or not port_file.read_text():
             if process.poll() is not None or time.monotonic() > deadline:

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from extauthz_server import __version__
@@ -74,8 +75,18 @@ def _serve(argv: list[str]) -> int:
     configure_logging(config.log_level, config.audit_enabled)
     if config.server.workers > 1 and not args.worker:
         return WorkerPool(args.config, config.server.workers, config.server.grace_period_s).run()
-    asyncio.run(serve(config, config_path=args.config, reuse_port=config.server.workers > 1))
+    with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
+        runner.run(serve(config, config_path=args.config, reuse_port=config.server.workers > 1))
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name != "uvloop":
+        return None
+    # Checked at configuration load; imported here so that it stays optional.
+    uvloop = importlib.import_module("uvloop")
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _report_valid(path: Path, config: Config) -> int:

@@ -7,6 +7,7 @@ string, so a secret made of digits stays a string).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class ServerConfig:
     grace_period_s: float = 5.0
     max_concurrent_checks: int = 1000
     workers: int = 1
+    # "asyncio", or "uvloop" (the `fast` extra).
+    event_loop: str = "asyncio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,18 @@ def _listen_address(section: Section, name: str, default: str) -> str:
     return value
 
 
+def _event_loop(section: Section) -> str:
+    name = section.string("event_loop", "asyncio")
+    if name not in ("asyncio", "uvloop"):
+        raise ConfigError(section.key("event_loop"), "expected asyncio or uvloop")
+    if name == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            section.key("event_loop"),
+            "uvloop is not installed (pip install 'extauthz-server[fast]')",
+        )
+    return name
+
+
 def _server(section: Section) -> ServerConfig:
     defaults = ServerConfig()
     server = ServerConfig(
@@ -204,6 +219,7 @@ def _server(section: Section) -> ServerConfig:
             "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
         ),
         workers=section.integer("workers", 1, 1, 64),
+        event_loop=_event_loop(section),
     )
     if server.workers > 1:
         for name, address in (

@@ -177,7 +177,14 @@ class Server:
         site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
-        log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "event_loop": type(asyncio.get_running_loop()).__module__,
+            },
+        )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import COLD, ENVOY_NOOP, ENVOY_OURS, L1_HIT, L2_HIT, LIMIT_A, LIMIT_B
+from bench.run import (
+    COLD,
+    ENVOY_NOOP,
+    ENVOY_OURS,
+    L1_HIT,
+    L1_HIT_UVLOOP,
+    L2_HIT,
+    LIMIT_A,
+    LIMIT_A_UVLOOP,
+    LIMIT_B,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 90
@@ -48,9 +58,11 @@ def _results(document: dict[str, object]) -> list[dict[str, object]]:
 def test_every_row_is_measured_and_printed(quick_run: tuple[str, dict[str, object]]) -> None:
     table, document = quick_run
     rows = {(r["section"], r["row"]) for r in _results(document)}
-    expected = {("grpc", row) for row in (LIMIT_A, L1_HIT, L2_HIT, COLD)} | {
-        ("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_NOOP)
-    }
+    expected = (
+        {("grpc", row) for row in (LIMIT_A, L1_HIT, L2_HIT, COLD)}
+        | {("grpc-uvloop", row) for row in (LIMIT_A_UVLOOP, L1_HIT_UVLOOP)}
+        | {("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_NOOP)}
+    )
     assert rows == expected
     for _, row in expected:
         assert row in table
@@ -72,7 +84,16 @@ def test_every_row_has_throughput_and_no_errors(
 def test_rows_are_served_as_defined(quick_run: tuple[str, dict[str, object]]) -> None:
     served = {r["row"]: r["served_by"] for r in _results(quick_run[1])}
     assert served[L1_HIT] == "L1 100%"
+    assert served[L1_HIT_UVLOOP] == "L1 100%"
     assert served[COLD] == "provider 100%"
     # L2 is mostly L2: a Redis call slower than cache.redis_timeout_ms on a loaded machine
     # sends the next second to the provider, which the row then reports.
     assert "L2" in str(served[L2_HIT])
+
+
+def test_ratios_are_set_against_the_limit_of_each_section(
+    quick_run: tuple[str, dict[str, object]],
+) -> None:
+    ratios = {r["row"]: r["ratio"] for r in _results(quick_run[1])}
+    assert ratios[LIMIT_A] == ratios[LIMIT_A_UVLOOP] == ratios[LIMIT_B] == 1.0
+    assert all(isinstance(ratio, float) and ratio > 0 for ratio in ratios.values())

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.authz_process import AuthzProcess
 from tests.support.configs import seed_config_text
 from tests.support.net import free_port
@@ -72,6 +74,19 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     messages = server.log_lines()
     assert any('"message": "shutting down"' in line for line in messages)
     assert not any('"level": "ERROR"' in line for line in messages)
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_server_runs_on_the_configured_event_loop(tmp_path: Path, event_loop: str) -> None:
+    config = seed_config_text(dead_issuer(), server={"event_loop": event_loop})
+    server = AuthzProcess.start(config, tmp_path)
+
+    exit_code = server.stop()
+
+    assert exit_code == 0
+    serving = [line for line in server.log_lines() if '"message": "serving"' in line]
+    assert len(serving) == 1
+    assert f'"event_loop": "{event_loop}' in serving[0]
 
 
 def test_sighup_reloads_the_file_and_keeps_the_old_one_when_it_is_invalid(tmp_path: Path) -> None:

@@ -249,6 +249,7 @@ WRONG_TYPES: list[tuple[str, str, str]] = [
     (PROVIDER + "server: {grpc_listen: 9191}\n", "server.grpc_listen", "non-empty string"),
     (PROVIDER + "server: {grpc_listen: 'nohost'}\n", "server.grpc_listen", "host:port"),
     (PROVIDER + "server: {http_listen: 'h:70000'}\n", "server.http_listen", "host:port"),
+    (PROVIDER + "server: {event_loop: trio}\n", "server.event_loop", "asyncio or uvloop"),
     (PROVIDER + "  timeout_ms: 1.5\n", "provider.timeout_ms", "expected an integer"),
     (PROVIDER + "  timeout_ms: true\n", "provider.timeout_ms", "expected an integer"),
     (PROVIDER + "  timeout_ms: 0\n", "provider.timeout_ms", "between"),
@@ -452,3 +453,10 @@ def test_route_shadowed_by_an_earlier_one_is_unreachable(earlier: str, later: st
     error = config_error(with_routes(earlier, later))
     assert error.key_path == "routes[1]"
     assert "unreachable" in error.problem
+
+
+def test_uvloop_event_loop_is_accepted_when_installed() -> None:
+    config = parse_config(PROVIDER + "server: {event_loop: uvloop}\n", {})
+
+    assert config.server.event_loop == "uvloop"
+    assert parse_config(PROVIDER, {}).server.event_loop == "asyncio"
