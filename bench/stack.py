@@ -143,13 +143,16 @@ def served_by(before: dict[str, float], after: dict[str, float]) -> tuple[str, i
         "provider": delta.get(f'{lookups}{{level="all",result="miss"}}', 0.0),
     }
     checks = allowed + denied
-    # A Check that joined another's lookup of the same token is counted at no level (and a
-    # Check in flight at a scrape may be counted at a level but not yet as a decision).
-    levels["joined"] = max(0.0, checks - sum(levels.values()))
+    # A Check that joined another's lookup of the same token is counted at no level; and a
+    # Check still in flight at the last scrape (h2load stops without waiting for its last
+    # answers) is counted at a level but not yet as a decision, so shares are of the larger.
+    looked_up = sum(levels.values())
+    levels["joined"] = max(0.0, checks - looked_up)
+    total = max(checks, looked_up)
     shares = [
-        f"{name} {100 * n / checks:.0f}%"
+        f"{name} {100 * n / total:.0f}%"
         for name, n in levels.items()
-        if checks and n / checks >= 0.005
+        if total and n / total >= 0.005
     ]
     if redis_errors := delta.get("extauthz_redis_errors_total{}", 0.0):
         shares.append(f"redis errors {redis_errors:.0f}")
