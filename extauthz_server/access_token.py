@@ -53,13 +53,10 @@ async def verify_access_token(
     The caller has already bounded the token's size (limits.max_token_bytes).
     """
     header = _header(token)
-    if header is None:
-        return Inactive.BAD_JWT
-    alg, kid, typ = header
-    if alg not in rules.algorithms:
-        return Inactive.BAD_JWT
-    if rules.header_types and (typ is None or typ.lower() not in rules.header_types):
-        return Inactive.WRONG_TYPE
+    rejected = _screen_header(header, rules)
+    if rejected is not None or header is None:
+        return rejected or Inactive.BAD_JWT
+    alg, kid, _typ = header
     try:
         key = await keys.key_for(kid, alg)
     except KeyNotFound:
@@ -68,6 +65,26 @@ async def verify_access_token(
     if claims is None:
         return Inactive.BAD_JWT
     return _check_claims(claims, rules, issuers, now)
+
+
+def screen_access_token(token: str, rules: JwtRules) -> Inactive | None:
+    """Why `token` cannot be a valid access token, judged from its shape and header alone
+    (no key, no signature), or None when only verification can tell: cheap enough to run
+    before any cache lookup."""
+    return _screen_header(_header(token), rules)
+
+
+def _screen_header(
+    header: tuple[str, str | None, str | None] | None, rules: JwtRules
+) -> Inactive | None:
+    if header is None:
+        return Inactive.BAD_JWT
+    alg, _kid, typ = header
+    if alg not in rules.algorithms:
+        return Inactive.BAD_JWT
+    if rules.header_types and (typ is None or typ.lower() not in rules.header_types):
+        return Inactive.WRONG_TYPE
+    return None
 
 
 def unverified_issuer(token: str) -> str | None:

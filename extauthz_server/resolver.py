@@ -15,7 +15,7 @@ from extauthz_server.entries import CacheEntry
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity import DECIDED_LOCALLY, EXPIRY_SKEW_SECONDS, Identity, Inactive
 from extauthz_server.local_cache import Invalidation, LocalIdentityCache
-from extauthz_server.strategies import IdentityStrategy
+from extauthz_server.strategies import IdentityStrategy, ScreeningStrategy
 from extauthz_server.tokens import log_id, token_digest
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class ResolverStats:
     l2_hits: int = 0
     misses: int = 0
     lookups: int = 0
+    screened_out: int = 0
     stale_served: int = 0
     saturated: int = 0
     in_flight: int = 0
@@ -72,6 +73,7 @@ class IdentityResolver:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._strategy = strategy
+        self._screen = strategy.screen if isinstance(strategy, ScreeningStrategy) else None
         self._local = local
         self._shared = shared
         self._cache_policy = cache_policy
@@ -87,6 +89,9 @@ class IdentityResolver:
             self.stats.l1_hits += 1
             lookup_level.set("l1")
             return entry.result
+        if self._screen is not None and (rejected := self._screen(token)) is not None:
+            self.stats.screened_out += 1
+            return rejected
         pending = self._in_flight.get(digest)
         if pending is not None:
             joined = await self._join(pending, timeout_s)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
-from extauthz_server.access_token import JwtRules, verify_access_token
+from extauthz_server.access_token import JwtRules, screen_access_token, verify_access_token
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity import (
     EXPIRY_SKEW_SECONDS,
@@ -33,6 +33,14 @@ class IdentityStrategy(Protocol):
         """Who `token` belongs to, within `timeout_s`; raises ProviderError when that cannot
         be learnt. The answer is cached per token, so it may depend on nothing else."""
         ...
+
+
+@runtime_checkable
+class ScreeningStrategy(IdentityStrategy, Protocol):
+    """A strategy that can turn some tokens away from their shape alone, without I/O; the
+    resolver asks before any cache lookup, so garbage never costs a Redis call."""
+
+    def screen(self, token: str) -> Inactive | None: ...
 
 
 class Introspector(Protocol):
@@ -105,6 +113,12 @@ class JwtVerifier:
         frontend URL can differ from the URL we reach it at)."""
         return frozenset({self._configured_issuer, self._endpoints.issuer})
 
+    def screen(self, token: str) -> Inactive | None:
+        rejected = screen_access_token(token, self.rules)
+        if rejected is not None:
+            self._metrics.jwt_validations["invalid"] += 1
+        return rejected
+
     async def verify(self, token: str) -> Mapping[str, object] | Inactive:
         result = await verify_access_token(
             token, self._keys, self.rules, self.issuers, self._wall_clock()
@@ -127,6 +141,9 @@ class JwtStrategy:
     def __init__(self, verifier: JwtVerifier, role_claims: tuple[ClaimPath, ...]) -> None:
         self._verifier = verifier
         self._role_claims = role_claims
+
+    def screen(self, token: str) -> Inactive | None:
+        return self._verifier.screen(token)
 
     async def identify(self, token: str, timeout_s: float) -> Identity | Inactive:
         claims = await self._verifier.verify(token)
@@ -151,6 +168,9 @@ class JwtThenIntrospectionStrategy:
         self._introspection = introspection
         self._role_claims = role_claims
         self._complete_when_claims = complete_when_claims
+
+    def screen(self, token: str) -> Inactive | None:
+        return self._verifier.screen(token)
 
     async def identify(self, token: str, timeout_s: float) -> Identity | Inactive:
         started = time.monotonic()

@@ -294,6 +294,9 @@ async def test_lightweight_mode_makes_no_keycloak_call_for_1000_garbage_tokens(
     assert authz.introspections() == 0
     assert authz.server.local_cache is not None
     assert len(authz.server.local_cache) == 0
+    # The random strings and the malformed "JWTs" are turned away before any cache lookup.
+    assert authz.server.resolver is not None
+    assert authz.server.resolver.stats.screened_out >= 900
 
 
 async def test_lightweight_mode_skips_introspection_for_complete_tokens(

@@ -11,8 +11,9 @@ from typing import Any
 import jwt
 
 from extauthz_server.access_token import JwtRules
+from extauthz_server.entries import CacheEntry
 from extauthz_server.identity import Identity, Inactive
-from extauthz_server.local_cache import LocalIdentityCache
+from extauthz_server.local_cache import Invalidation, LocalIdentityCache
 from extauthz_server.metrics import CheckMetrics
 from extauthz_server.providers import ProviderEntry, ProviderRouter
 from extauthz_server.resolver import CachePolicy, IdentityResolver
@@ -234,3 +235,41 @@ async def test_single_provider_gets_every_token_whatever_its_issuer() -> None:
     await router(demo).resolve(foreign, 1.0)
 
     assert demo.seen == [foreign]
+
+
+@dataclass
+class CountingSharedCache:
+    """A SharedCache (the Redis seam) that holds nothing and counts reads."""
+
+    reads: int = 0
+
+    async def get(self, digest: bytes) -> CacheEntry | None:
+        self.reads += 1
+        return None
+
+    async def put(self, digest: bytes, entry: CacheEntry) -> None:
+        return None
+
+    async def invalidate(self, invalidation: Invalidation) -> Invalidation:
+        return invalidation
+
+
+async def test_tokens_that_cannot_be_jwts_never_cost_a_redis_read() -> None:
+    introspector = CountingIntrospector()
+    shared = CountingSharedCache()
+    resolver = IdentityResolver(
+        lightweight_mode(introspector),
+        LocalIdentityCache(100, 1 << 20, 60),
+        CachePolicy(60, 10),
+        shared=shared,
+    )
+    hs256 = jwt.encode({"iss": ISSUER}, "k" * 32, "HS256")
+
+    for garbage in ("opaque", "a.b.c", "a.b.c.d.e", hs256):
+        assert await resolver.resolve(garbage, 1.0) is Inactive.BAD_JWT
+    assert shared.reads == 0
+    assert resolver.stats.screened_out == 4
+    await resolver.resolve(signed(), 1.0)
+
+    assert shared.reads == 1
+    assert len(introspector.calls) == 1
