@@ -5,6 +5,7 @@ The only async module of the core; it reaches the network solely through Identit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ class IdentitySource(Protocol):
 # Allow decisions kept for reuse: the same cached identity on the same route gets the very
 # same Decision (and so the same prepared response) until the settings change.
 ALLOWED_MEMO_SIZE = 10_000
+# Header names kept from earlier configurations (renamed or dropped by reloads).
+MAX_RETIRED_HEADERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,17 @@ class AuthorizerSettings:
     decision_memo_size: int = ALLOWED_MEMO_SIZE
     # A signed identity token for the upstream on every allow with an identity (None: off).
     identity_token: IdentityTokenSettings | None = None
+    # Header names an earlier configuration of this process used and this one does not: a
+    # client's copy is still removed, so a reload that renames or drops a header never lets
+    # a forged one through.
+    retired_headers: tuple[str, ...] = ()
+
+    @property
+    def upstream_header_names(self) -> frozenset[str]:
+        names = set(self.header_names.identity_headers)
+        if self.identity_token is not None:
+            names.add(self.identity_token.header)
+        return frozenset(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +139,15 @@ class Authorizer:
     def reconfigure(self, settings: AuthorizerSettings) -> None:
         """Swap routes, role map and header names in one step; a Check under way finishes
         with the settings it started with."""
+        old = self._state.settings
+        current = settings.upstream_header_names
+        retired = (old.upstream_header_names | set(old.retired_headers)) - current
+        settings = dataclasses.replace(
+            settings,
+            retired_headers=tuple(sorted(retired | set(settings.retired_headers)))[
+                :MAX_RETIRED_HEADERS
+            ],
+        )
         self._state = _State.of(settings, self._clock)
 
     async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
@@ -209,6 +232,8 @@ def _allow(
             to_set = (*to_set, (settings.identity_token.header, minted.value))
         else:
             to_remove = (*to_remove, settings.identity_token.header)
+    if settings.retired_headers:
+        to_remove = (*to_remove, *settings.retired_headers)
     sorted_roles = tuple(sorted(roles))
     metadata = {"reason": reason.value, "route": route.name}
     if identity is not None:

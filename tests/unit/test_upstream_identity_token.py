@@ -239,6 +239,25 @@ async def test_reconfigure_to_off_stops_minting(
     await authorizer.check(request("/api/forms", "bob"), 0.1)
 
     authorizer.reconfigure(settings(seed_yaml, keys_dir, None))
-    after = await authorizer.check(request("/api/forms", "bob"), 0.1)
+    after = await authorizer.check(request("/api/forms", "bob", **{HEADER: "forged"}), 0.1)
+    anonymous = await authorizer.check(request("/healthz", **{HEADER: "forged"}), 0.1)
 
     assert HEADER not in dict(after.upstream_headers)
+    # The header name is retired, not forgotten: a client's copy still never passes.
+    assert HEADER in after.headers_to_remove
+    assert HEADER in anonymous.headers_to_remove
+
+
+async def test_renamed_identity_header_is_still_removed_after_a_reload(
+    seed_yaml: str, keys_dir: Path, authorizer: Authorizer
+) -> None:
+    renamed = settings(seed_yaml.replace("x-auth-roles", "x-user-roles"), keys_dir, None)
+
+    authorizer.reconfigure(renamed)
+    decision = await authorizer.check(
+        request("/api/forms", "bob", **{"x-auth-roles": "admin"}), 0.1
+    )
+
+    assert dict(decision.upstream_headers)["x-user-roles"] == "creator"
+    assert "x-auth-roles" in decision.headers_to_remove
+    assert "x-user-roles" not in decision.headers_to_remove
