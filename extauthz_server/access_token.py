@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import jwt
 
 from extauthz_server.identity import Inactive
 from extauthz_server.logout import ALLOWED_ALGS, KeyNotFound, KeySource
+from extauthz_server.strict_json import loads_strict
 
 # The algorithms a provider may use unless `provider.jwt.algorithms` narrows them. No "none"
 # and no HS*: a shared secret cannot be published, and HS256 "signed" with a public key
@@ -121,15 +121,10 @@ def _header(token: str) -> tuple[str, str | None, str | None] | None:
 
 def _json_segment(segment: str) -> dict[str, Any] | None:
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        document = json.loads(raw, parse_constant=_reject_constant)
-    except (binascii.Error, ValueError, RecursionError):
+        document = loads_strict(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
         return None
     return document if isinstance(document, dict) else None
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"non-JSON constant {name}")
 
 
 def _verified_claims(token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any] | None:
@@ -139,8 +134,8 @@ def _verified_claims(token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any] | N
         return None
     payload = decoded["payload"]
     try:
-        claims = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        claims = loads_strict(payload)
+    except ValueError:
         return None
     return claims if isinstance(claims, dict) else None
 

@@ -16,8 +16,8 @@ import aiohttp
 
 from extauthz_server.errors import PermissionsUnavailable, ProviderUnavailable
 from extauthz_server.introspection import ClientAuthMethod, ClientCredentials
-from extauthz_server.permissions import loads_strict
 from extauthz_server.secret import Secret
+from extauthz_server.strict_json import loads_strict, oauth_error_code
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class ClientCredentialsTokenSource:
             raise PermissionsUnavailable(f"no token endpoint: {exc}") from exc
         if status == 200:
             return _parse_token(body, started)
-        error = _error_code(body)
+        error = oauth_error_code(body)
         if status in (400, 401):
             log.error(
                 "the token endpoint refused the client credentials grant (status %s, error %r):"
@@ -238,13 +238,3 @@ def _parse_token(body: bytes, requested_at: float) -> _Token:
         renew_at=requested_at + lifetime - min(60.0, lifetime / 2),
         usable_until=requested_at + lifetime - min(10.0, lifetime / 10),
     )
-
-
-def _error_code(body: bytes) -> str | None:
-    """The OAuth `error` code of an error answer, for logs; never the description."""
-    try:
-        document = loads_strict(body[:4096])
-    except ValueError:
-        return None
-    code = document.get("error") if isinstance(document, dict) else None
-    return code if isinstance(code, str) and len(code) <= 64 else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ import aiohttp
 from extauthz_server.discovery import EndpointSource
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.secret import Secret
+from extauthz_server.strict_json import loads_strict, oauth_error_code
 from extauthz_server.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class IntrospectionClient:
                 "the provider refused our client credentials (status %s, error %r): check "
                 "provider.client_id, provider.client_secret and provider.auth_method",
                 status,
-                _error_code(body),
+                oauth_error_code(body),
             )
             raise ProviderRejectedClient(f"introspection endpoint answered {status}")
         if status != 200:
@@ -121,7 +121,9 @@ class IntrospectionClient:
                 # A discovered endpoint may have moved: read discovery again next time.
                 self._endpoints.forget()
             log.error(
-                "introspection request refused with status %s (error %r)", status, _error_code(body)
+                "introspection request refused with status %s (error %r)",
+                status,
+                oauth_error_code(body),
             )
             raise ProviderUnavailable(f"introspection endpoint answered {status}")
         return _parse_document(body, content_type)
@@ -133,24 +135,9 @@ def _parse_document(body: bytes, content_type: str) -> Mapping[str, object]:
     if content_type != "application/json":
         raise ProviderUnavailable(f"introspection response has content type {content_type!r}")
     try:
-        document = json.loads(body, parse_constant=_reject_constant)
+        document = loads_strict(body)
     except ValueError as exc:
         raise ProviderUnavailable("introspection response is not valid JSON") from exc
     if not isinstance(document, dict):
         raise ProviderUnavailable("introspection response is not a JSON object")
     return document
-
-
-def _reject_constant(name: str) -> object:
-    # NaN and Infinity are not JSON (RFC 8259 §6); an `exp` of NaN would never expire.
-    raise ValueError(f"non-JSON constant {name}")
-
-
-def _error_code(body: bytes) -> str | None:
-    """The OAuth `error` code of an error body, for logs; never the description or the body."""
-    try:
-        document = json.loads(body[:4096])
-    except ValueError:
-        return None
-    code = document.get("error") if isinstance(document, dict) else None
-    return code if isinstance(code, str) and len(code) <= 64 else None

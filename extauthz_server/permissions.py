@@ -3,7 +3,6 @@ and the pure parts of a call: the request URL from its template, the names in th
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -178,18 +177,6 @@ def read_names(document: object, path: tuple[str, ...]) -> frozenset[str] | None
     if isinstance(node, list) and all(isinstance(item, str) for item in node):
         return frozenset(item for item in node if item)
     return None
-
-
-def loads_strict(body: bytes) -> object:
-    """JSON as RFC 8259 has it: no NaN or Infinity; raises ValueError."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"non-JSON constant {name}")
 
 
 def _segment(value: str) -> str:

@@ -12,12 +12,8 @@ from yarl import URL
 from extauthz_server.client_credentials import AccessTokenSource
 from extauthz_server.errors import PermissionsUnavailable
 from extauthz_server.identity import Identity
-from extauthz_server.permissions import (
-    PermissionsSettings,
-    RequestMethod,
-    loads_strict,
-    read_names,
-)
+from extauthz_server.permissions import PermissionsSettings, RequestMethod, read_names
+from extauthz_server.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
