@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from extauthz_server.identity import Inactive
+from extauthz_server.identity import Inactive, audience_of, claim_time
 from extauthz_server.logout import ALLOWED_ALGS, KeyNotFound, KeySource
 from extauthz_server.strict_json import loads_strict
 
@@ -145,19 +144,19 @@ def _check_claims(
 ) -> Mapping[str, object] | Inactive:
     if claims.get("iss") not in issuers:
         return Inactive.WRONG_ISSUER
-    expires_at = _time(claims.get("exp"))
+    expires_at = claim_time(claims.get("exp"))
     if expires_at is None:
         # An access token without a usable exp would never expire.
         return Inactive.MALFORMED
     if expires_at + rules.leeway_s <= now:
         return Inactive.EXPIRED
     if "nbf" in claims:
-        not_before = _time(claims["nbf"])
+        not_before = claim_time(claims["nbf"])
         if not_before is None:
             return Inactive.MALFORMED
         if not_before - rules.leeway_s > now:
             return Inactive.NOT_YET_VALID
-    if rules.audiences and not rules.audiences.intersection(_audience(claims.get("aud"))):
+    if rules.audiences and not rules.audiences.intersection(audience_of(claims.get("aud"))):
         return Inactive.WRONG_AUDIENCE
     # Keycloak signs ID tokens ("ID") with the same keys as access tokens ("Bearer"); an ID
     # token is not a credential for an API.
@@ -167,18 +166,3 @@ def _check_claims(
     ):
         return Inactive.WRONG_TYPE
     return claims
-
-
-def _time(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _audience(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list):
-        return tuple(item for item in value if isinstance(item, str))
-    return ()

@@ -88,7 +88,7 @@ def identity_from_claims(
     or a verified JWT). Without `sub`, the subject falls back to the username, then the
     client, unless `require_subject_claim` (a JWT with no `sub` is a lightweight token that
     does not say who the user is)."""
-    expires_at = _number(claims, "exp")
+    expires_at = claim_time(claims.get("exp"))
     if expires_at is None and "exp" in claims:
         return Inactive.MALFORMED
     if expires_at is not None and expires_at - EXPIRY_SKEW_SECONDS <= now:
@@ -110,7 +110,7 @@ def identity_from_claims(
         provider_roles=read_roles(claims, role_claims),
         expires_at=expires_at,
         session_id=_string(claims, "sid"),
-        audience=_audience(claims.get("aud")),
+        audience=audience_of(claims.get("aud")),
     )
 
 
@@ -119,16 +119,21 @@ def _string(document: Mapping[str, object], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _number(document: Mapping[str, object], key: str) -> float | None:
-    value = document.get(key)
+def claim_time(value: object) -> float | None:
+    """A time claim (`exp`, `nbf`, `iat`) as seconds since the epoch, or None if it is not a
+    finite number."""
     # bool is an int subclass; `"exp": true` is not a time.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # JSON allows a 400-digit integer
+        return None
     return number if math.isfinite(number) else None
 
 
-def _audience(value: object) -> tuple[str, ...]:
+def audience_of(value: object) -> tuple[str, ...]:
+    """The `aud` claim, a string or a list of strings (RFC 7519 §4.1.3), as a tuple."""
     if isinstance(value, str):
         return (value,)
     if isinstance(value, list):

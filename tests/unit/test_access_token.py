@@ -134,6 +134,7 @@ BROKEN: list[tuple[str, str, Inactive]] = [
     ("no exp", token(access_claims(exp=REMOVE)), Inactive.MALFORMED),
     ("exp not a number", token(access_claims(exp="tomorrow")), Inactive.MALFORMED),
     ("exp true", token(access_claims(exp=True)), Inactive.MALFORMED),
+    ("exp beyond any float", token(access_claims(exp=10**400)), Inactive.MALFORMED),
     ("not yet valid", token(access_claims(nbf=int(NOW) + 60)), Inactive.NOT_YET_VALID),
     ("ID token", token(access_claims(typ="ID")), Inactive.WRONG_TYPE),
     ("refresh token", token(access_claims(typ="Refresh")), Inactive.WRONG_TYPE),
