@@ -3,7 +3,6 @@ remote API grants a subject to its provider roles, cached per subject, one call 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -30,6 +29,7 @@ from extauthz_server.permissions import (
     PermissionsSettings,
 )
 from extauthz_server.permissions_client import PermissionsClient
+from extauthz_server.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class EnrichedIdentitySource:
         self._cache = (
             cache if cache is not None else new_permissions_cache(settings.max_entries, clock)
         )
-        self._in_flight: dict[tuple[str | None, ...], asyncio.Future[_Permissions]] = {}
+        self._in_flight: SingleFlight[tuple[str | None, ...], _Permissions] = SingleFlight()
         # id(provider identity) → (it, the permissions entry, the enriched identity).
         self._enriched: dict[tuple[int, int], tuple[Identity, _Permissions, Identity]] = {}
         self._failing = False
@@ -132,44 +132,17 @@ class EnrichedIdentitySource:
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
-        while (pending := self._in_flight.get(key)) is not None:
-            joined = await self._join(pending, deadline)
-            if joined is not None:
-                self.stats.coalesced += 1
-                return joined
-        future: asyncio.Future[_Permissions] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            permissions = await self._fetch(identity, deadline)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # nobody else may be waiting: mark it retrieved
-            raise
+        permissions, joined = await self._in_flight.run(
+            key,
+            lambda: self._fetch(identity, deadline),
+            deadline,
+            lambda: PermissionsUnavailable("timed out waiting for the permissions API"),
+        )
+        if joined:
+            self.stats.coalesced += 1
         else:
-            future.set_result(permissions)
             self._cache.put(key, permissions, self._settings.ttl_s)
-            return permissions
-        finally:
-            if self._in_flight.get(key) is future:
-                del self._in_flight[key]
-
-    async def _join(
-        self, pending: asyncio.Future[_Permissions], deadline: float
-    ) -> _Permissions | None:
-        """Wait for another check's call for the same subject; None if it was cancelled."""
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await asyncio.shield(pending)
-        except TimeoutError as exc:
-            raise PermissionsUnavailable("timed out waiting for the permissions API") from exc
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if pending.cancelled() and task is not None and not task.cancelling():
-                return None
-            raise
+        return permissions
 
     async def _fetch(self, identity: Identity, deadline: float) -> _Permissions:
         remaining = deadline - time.monotonic()

@@ -15,6 +15,7 @@ from extauthz_server.entries import CacheEntry
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity import DECIDED_LOCALLY, EXPIRY_SKEW_SECONDS, Identity, Inactive
 from extauthz_server.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.single_flight import SingleFlight
 from extauthz_server.strategies import IdentityStrategy, ScreeningStrategy
 from extauthz_server.tokens import log_id, token_digest
 
@@ -79,7 +80,7 @@ class IdentityResolver:
         self._cache_policy = cache_policy
         self._wall_clock = wall_clock
         self._slots = asyncio.BoundedSemaphore(max_concurrency)
-        self._in_flight: dict[bytes, asyncio.Future[Identity | Inactive]] = {}
+        self._in_flight: SingleFlight[bytes, Identity | Inactive] = SingleFlight()
         self.stats = ResolverStats()
 
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
@@ -92,50 +93,21 @@ class IdentityResolver:
         if self._screen is not None and (rejected := self._screen(token)) is not None:
             self.stats.screened_out += 1
             return rejected
-        pending = self._in_flight.get(digest)
-        if pending is not None:
-            joined = await self._join(pending, timeout_s)
-            if joined is not None:
-                lookup_level.set("coalesced")
-                return joined
-        future: asyncio.Future[Identity | Inactive] = asyncio.get_running_loop().create_future()
-        self._in_flight[digest] = future
-        try:
-            result = await self._resolve_uncached(token, digest, entry, timeout_s)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            # Nobody else may be waiting; mark the exception as retrieved.
-            future.exception()
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._in_flight[digest]
+        result, joined = await self._in_flight.run(
+            digest,
+            lambda: self._resolve_uncached(token, digest, entry, timeout_s),
+            time.monotonic() + timeout_s,
+            lambda: ProviderUnavailable("timed out waiting for introspection"),
+        )
+        if joined:
+            lookup_level.set("coalesced")
+        return result
 
     async def invalidate(self, invalidation: Invalidation) -> int:
         """A logout: drop the session from L2 (telling every process) and from this L1."""
         if self._shared is not None:
             invalidation = await self._shared.invalidate(invalidation)
         return self._local.invalidate(invalidation)
-
-    async def _join(
-        self, pending: asyncio.Future[Identity | Inactive], timeout_s: float
-    ) -> Identity | Inactive | None:
-        """Wait for another check's introspection of the same token; None if it was cancelled."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await asyncio.shield(pending)
-        except TimeoutError as exc:
-            raise ProviderUnavailable("timed out waiting for introspection") from exc
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if pending.cancelled() and task is not None and not task.cancelling():
-                return None
-            raise
 
     async def _resolve_uncached(
         self, token: str, digest: bytes, stale: CacheEntry | None, timeout_s: float
