@@ -53,6 +53,12 @@ class EndpointSource:
         """The issuer the provider names itself with (Keycloak: its frontend URL)."""
         return self._discovered.issuer if self._discovered is not None else self._issuer
 
+    @property
+    def accepted_issuers(self) -> frozenset[str]:
+        """The configured issuer and the one the provider names itself with: a token naming
+        either is the provider's (Keycloak's frontend URL can differ from the URL we use)."""
+        return frozenset({self._issuer, self.issuer})
+
     async def introspection_endpoint(self, timeout_s: float) -> str:
         if self._configured_introspection is not None:
             return self._configured_introspection

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,15 +150,9 @@ async def explain(
                 provider, session, endpoints, jwks_cache(session, endpoints, provider), metrics
             )
             uncached = _Uncached(build_strategy(context))
-            entries.append(
-                ProviderEntry(provider.name, _issuers(provider.issuer, endpoints), uncached)
-            )
+            entries.append(ProviderEntry(provider.name, endpoints, uncached))
         recording = _Recording(ProviderRouter(entries))
         return await _run(settings, recording, request, timeout_s)
-
-
-def _issuers(configured: str, endpoints: EndpointSource) -> Callable[[], frozenset[str]]:
-    return lambda: frozenset({configured, endpoints.issuer})
 
 
 async def _run(

@@ -78,11 +78,8 @@ class ProviderRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PREPARE_RETRY_MAX_S)
 
-    def issuers(self) -> frozenset[str]:
-        return frozenset({self.config.issuer, self.endpoints.issuer})
-
     def entry(self) -> ProviderEntry:
-        return ProviderEntry(self.config.name, self.issuers, self.source)
+        return ProviderEntry(self.config.name, self.endpoints, self.source)
 
     def logout(self) -> LogoutProvider:
         endpoints = self.endpoints

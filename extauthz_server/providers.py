@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from extauthz_server.metrics import CheckMetrics
 from extauthz_server.strategies import (
     IdentityStrategy,
     IntrospectionStrategy,
+    IssuerSource,
     JwtStrategy,
     JwtThenIntrospectionStrategy,
     JwtVerifier,
@@ -139,7 +140,7 @@ class TokenSource(Protocol):
 class ProviderEntry:
     name: str
     # The issuers this provider's tokens may name (configured and discovered).
-    issuers: Callable[[], frozenset[str]]
+    issuers: IssuerSource
     source: TokenSource
 
 
@@ -174,4 +175,6 @@ class ProviderRouter:
         issuer = unverified_issuer(token)
         if issuer is None:
             return self._entries[0]
-        return next((entry for entry in self._entries if issuer in entry.issuers()), None)
+        return next(
+            (entry for entry in self._entries if issuer in entry.issuers.accepted_issuers), None
+        )

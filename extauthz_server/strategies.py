@@ -51,8 +51,8 @@ class Introspector(Protocol):
 
 class IssuerSource(Protocol):
     @property
-    def issuer(self) -> str:
-        """The issuer the provider names itself with."""
+    def accepted_issuers(self) -> frozenset[str]:
+        """The `iss` values the provider's tokens may carry."""
         ...
 
 
@@ -102,16 +102,9 @@ class JwtVerifier:
     ) -> None:
         self._keys = keys
         self._endpoints = endpoints
-        self._configured_issuer = endpoints.issuer
         self.rules = rules
         self._metrics = metrics
         self._wall_clock = wall_clock
-
-    @property
-    def issuers(self) -> frozenset[str]:
-        """The configured issuer, and the one the provider names itself with (Keycloak's
-        frontend URL can differ from the URL we reach it at)."""
-        return frozenset({self._configured_issuer, self._endpoints.issuer})
 
     def screen(self, token: str) -> Inactive | None:
         rejected = screen_access_token(token, self.rules)
@@ -121,7 +114,7 @@ class JwtVerifier:
 
     async def verify(self, token: str) -> Mapping[str, object] | Inactive:
         result = await verify_access_token(
-            token, self._keys, self.rules, self.issuers, self._wall_clock()
+            token, self._keys, self.rules, self._endpoints.accepted_issuers, self._wall_clock()
         )
         self._metrics.jwt_validations["invalid" if isinstance(result, Inactive) else "valid"] += 1
         return result

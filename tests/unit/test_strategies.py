@@ -49,10 +49,11 @@ class CountingIntrospector:
         }
 
 
-class FixedEndpoints:
-    """The part of EndpointSource a JwtVerifier reads: the issuer."""
+@dataclass(frozen=True)
+class FixedIssuers:
+    """The part of EndpointSource a JwtVerifier and the router read: the accepted issuers."""
 
-    issuer = ISSUER
+    accepted_issuers: frozenset[str] = frozenset({ISSUER})
 
 
 def signed(key: Any = RSA_KEY, **claims: object) -> str:
@@ -67,7 +68,7 @@ def signed(key: Any = RSA_KEY, **claims: object) -> str:
 
 
 def verifier(rules: JwtRules | None = None) -> JwtVerifier:
-    return JwtVerifier(published_keys(), FixedEndpoints(), rules or JwtRules(), CheckMetrics())
+    return JwtVerifier(published_keys(), FixedIssuers(), rules or JwtRules(), CheckMetrics())
 
 
 def lightweight_mode(
@@ -183,10 +184,7 @@ class RecordingSource:
 def router(*sources: RecordingSource) -> ProviderRouter:
     issuers = {"demo": ISSUER, "partners": OTHER_ISSUER}
     return ProviderRouter(
-        [
-            ProviderEntry(s.name, lambda s=s: frozenset({issuers[s.name]}), s)  # type: ignore[misc]
-            for s in sources
-        ]
+        [ProviderEntry(s.name, FixedIssuers(frozenset({issuers[s.name]})), s) for s in sources]
     )
 
 
