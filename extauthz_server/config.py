@@ -18,7 +18,7 @@ import yaml
 
 from extauthz_server.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.config_providers import ProviderConfig, parse_providers
-from extauthz_server.config_reader import EnvValue, Section, describe
+from extauthz_server.config_reader import EnvValue, Section
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
 from extauthz_server.identity_token import IdentityTokenSettings, parse_identity_token
@@ -235,9 +235,7 @@ def _server(section: Section) -> ServerConfig:
 
 
 def _role_map(roles: Section) -> RoleMap:
-    mapping = roles.raw("mapping", {})
-    if not isinstance(mapping, dict):
-        raise ConfigError(roles.key("mapping"), f"expected a mapping, got {describe(mapping)}")
+    mapping = roles.mapping("mapping")
     table: dict[str, frozenset[str]] = {}
     for provider_role, internal in mapping.items():
         key = f"{roles.key('mapping')}.{provider_role}"

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from extauthz_server.access_token import DEFAULT_ALGORITHMS, JwtRules
-from extauthz_server.config_reader import Section, describe
+from extauthz_server.config_reader import Section
 from extauthz_server.errors import ConfigError
 from extauthz_server.introspection import ClientAuthMethod
 from extauthz_server.permissions import (
@@ -139,11 +139,7 @@ def _provider(
         ClaimPath.compile(template, client_id)
         for template in section.string_list("role_claims", default_role_claims)
     )
-    options = section.raw("strategy_options", {})
-    if not isinstance(options, dict):
-        raise ConfigError(
-            section.key("strategy_options"), f"expected a mapping, got {describe(options)}"
-        )
+    options = section.mapping("strategy_options")
     jwt_settings = _jwt(section.section("jwt"), strategy)
     permissions = parse_permissions(section.section("permissions"), base_dir)
     if (

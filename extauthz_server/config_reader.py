@@ -119,6 +119,13 @@ class Section:
     def section(self, name: str) -> Section:
         return Section(self.raw(name, {}), self.key(name))
 
+    def mapping(self, name: str) -> dict[str, object]:
+        """A mapping with keys of the user's choosing (a section's keys are checked instead)."""
+        value = self.raw(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(self.key(name), f"expected a mapping, got {describe(value)}")
+        return value
+
     def items(self, name: str) -> list[object]:
         value = self.raw(name, [])
         if not isinstance(value, list):
