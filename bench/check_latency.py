@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import grpc
-
-from bench.stack import start_standin
-from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
+from bench.results import latency_summary
+from bench.stack import NoopProcess, sequential_checks, start_standin
 from tests.support.authz_process import AuthzProcess
-from tests.support.check_requests import CHECK_METHOD, check_request
+from tests.support.check_requests import check_request
 from tests.support.configs import seed_config_text
 from tests.support.redis_server import RedisServer
 
@@ -33,42 +28,9 @@ TOKENS = tuple(f"eyJhbGciOiJSUzI1NiJ9.{letter * 800}.sig" for letter in "ab")
 def _measure(port: int, calls: int, tokens: tuple[str, ...] = TOKENS[:1]) -> list[float]:
     """Latencies in µs of `calls` sequential Checks, after a warm-up; all must be allowed.
     Several tokens are used in turn."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        check = channel.unary_unary(
-            CHECK_METHOD,
-            request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
-            response_deserializer=external_auth_pb2.CheckResponse.FromString,
-        )
-        headers = {f"x-header-{i}": "v" * 20 for i in range(10)}
-        requests = [check_request("/api/forms/1", token=t, headers=headers) for t in tokens]
-        for index in range(200):
-            check(requests[index % len(requests)], timeout=1)
-        samples = []
-        for index in range(calls):
-            request = requests[index % len(requests)]
-            started = time.perf_counter_ns()
-            reply = check(request, timeout=1)
-            samples.append((time.perf_counter_ns() - started) / 1000)
-            if not reply.HasField("ok_response"):
-                raise SystemExit(f"the Check was not allowed: {reply}")
-    return sorted(samples)
-
-
-def _start_noop(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port_file = workdir / "noop.port"
-    process = subprocess.Popen([sys.executable, "-m", "bench.noop_server", str(port_file)])
-    deadline = time.monotonic() + 10
-    while not port_file.exists() or not port_file.read_text():
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the no-op server did not start")
-        time.sleep(0.05)
-    return process, int(port_file.read_text())
-
-
-def _summary(name: str, samples: list[float]) -> str:
-    p90, p99 = samples[int(len(samples) * 0.9)], samples[int(len(samples) * 0.99)]
-    return f"{name:<28} median {statistics.median(samples):6.0f} µs  p90 {p90:6.0f}  p99 {p99:6.0f}"
+    headers = {f"x-header-{i}": "v" * 20 for i in range(10)}
+    requests = [check_request("/api/forms/1", token=t, headers=headers) for t in tokens]
+    return sequential_checks(port, lambda i: requests[i % len(requests)], calls, warmup=200)
 
 
 def main() -> None:
@@ -95,25 +57,22 @@ def main() -> None:
             seed_config_text(standin.issuer, ttl_seconds=3600, cache=l2_config, logging=quiet),
             workdir / "l2",
         )
-        noop, noop_port = _start_noop(workdir)
+        noop = NoopProcess.start(workdir / "noop")
         try:
             # Interleave the servers so drift in the machine's load hits all of them alike.
             for _ in range(args.rounds):
-                limit += _measure(noop_port, args.calls)
+                limit += _measure(noop.grpc_port, args.calls)
                 l1 += _measure(l1_server.grpc_port, args.calls)
                 l2 += _measure(l2_server.grpc_port, args.calls, TOKENS)
         finally:
             l1_server.stop()
             l2_server.stop()
             redis.stop()
-            noop.terminate()
-            noop.wait(10)
-    for samples in (l1, l2, limit):
-        samples.sort()
+            noop.stop()
     print(f"sequential Checks over loopback gRPC, {args.rounds} x {args.calls} calls each")
-    print(_summary("no-op server (limit)", limit))
-    print(_summary("extauthz-server, L1 hit", l1))
-    print(_summary("extauthz-server, L2 hit", l2))
+    print(latency_summary("no-op server (limit)", limit, 28))
+    print(latency_summary("extauthz-server, L1 hit", l1, 28))
+    print(latency_summary("extauthz-server, L2 hit", l2, 28))
     for name, samples in (("L1", l1), ("L2", l2)):
         added = statistics.median(samples) - statistics.median(limit)
         print(f"added over the limit on an {name} hit: {added:.0f} µs (median difference)")

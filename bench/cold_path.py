@@ -20,19 +20,18 @@ import asyncio
 import base64
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-import grpc
 
 from bench.check_bodies import introspection_document
+from bench.results import latency_summary
+from bench.stack import sequential_checks, spawn_with_port_file
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.authz_process import AuthzProcess
-from tests.support.check_requests import CHECK_METHOD, check_request
+from tests.support.check_requests import check_request
 from tests.support.configs import DEMO_CLIENT_SECRET, seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn
 
@@ -76,43 +75,12 @@ async def _provider_alone(endpoint: str, calls: int) -> list[float]:
 
 
 def _cold_checks(port: int, calls: int) -> list[float]:
-    samples = []
     headers = {f"x-header-{i}": "v" * 20 for i in range(10)}
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        check = channel.unary_unary(
-            CHECK_METHOD,
-            request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
-            response_deserializer=external_auth_pb2.CheckResponse.FromString,
-        )
-        for index in range(calls + 100):
-            request = check_request("/api/forms/1", token=_token(), headers=headers)
-            started = time.perf_counter_ns()
-            reply = check(request, timeout=2)
-            if index >= 100:
-                samples.append((time.perf_counter_ns() - started) / 1000)
-            if not reply.HasField("ok_response"):
-                raise SystemExit(f"the cold Check was not allowed: {reply}")
-    return samples
 
+    def new_token_request(_index: int) -> external_auth_pb2.CheckRequest:
+        return check_request("/api/forms/1", token=_token(), headers=headers)
 
-def _start_standin(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port_file = workdir / "standin.port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.cold_path", "--serve-standin", str(port_file)]
-    )
-    deadline = time.monotonic() + 10
-    while not port_file.exists() or not port_file.read_text():
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the stand-in did not start")
-        time.sleep(0.05)
-    return process, int(port_file.read_text())
-
-
-def _summary(name: str, samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p90, p99 = ordered[int(len(ordered) * 0.9)], ordered[int(len(ordered) * 0.99)]
-    return f"{name:<34} median {statistics.median(ordered):6.0f} µs  p90 {p90:6.0f}  p99 {p99:6.0f}"
+    return sequential_checks(port, new_token_request, calls, warmup=100, timeout_s=2.0)
 
 
 def main() -> None:
@@ -128,7 +96,9 @@ def main() -> None:
     cold: dict[str, list[float]] = {"asyncio": [], "uvloop": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        standin, port = _start_standin(workdir)
+        port_file = workdir / "standin.port"
+        argv = ["-m", "bench.cold_path", "--serve-standin", str(port_file)]
+        standin, port = spawn_with_port_file(argv, port_file, "the stand-in")
         issuer = f"http://127.0.0.1:{port}/realms/demo"
         servers: dict[str, AuthzProcess] = {}
         for event_loop in cold:
@@ -153,9 +123,9 @@ def main() -> None:
             standin.terminate()
             standin.wait(10)
     print(f"sequential calls, {args.rounds} x {args.calls} each, every token new")
-    print(_summary("provider alone (introspection)", provider))
+    print(latency_summary("provider alone (introspection)", provider))
     for event_loop, samples in cold.items():
-        print(_summary(f"extauthz-server Check, cold, {event_loop}", samples))
+        print(latency_summary(f"extauthz-server Check, cold, {event_loop}", samples))
     for event_loop, samples in cold.items():
         added = statistics.median(samples) - statistics.median(provider)
         print(f"the cold path adds {added:.0f} µs on {event_loop} (median difference)")

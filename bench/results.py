@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -79,3 +80,11 @@ def format_table(results: Sequence[Result]) -> str:
             f"{ratio:>7} {cpu:>7} {r.errors:>6}  {r.served_by}"
         )
     return "\n".join(lines)
+
+
+def latency_summary(name: str, samples_us: Sequence[float], width: int = 34) -> str:
+    """One line: median, p90 and p99 of latencies in microseconds."""
+    ordered = sorted(samples_us)
+    median = statistics.median(ordered)
+    p90, p99 = percentile(ordered, 0.90), percentile(ordered, 0.99)
+    return f"{name:<{width}} median {median:6.0f} µs  p90 {p90:6.0f}  p99 {p99:6.0f}"

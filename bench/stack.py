@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import grpc
 from bench.check_bodies import check_request, introspection_document
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.authz_process import AuthzProcess
+from tests.support.check_requests import CHECK_METHOD
 from tests.support.configs import seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn
 
@@ -73,6 +75,55 @@ def start_server(
     return AuthzProcess.start(config, workdir)
 
 
+def _check_stub(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse]:
+    return channel.unary_unary(
+        CHECK_METHOD,
+        request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
+        response_deserializer=external_auth_pb2.CheckResponse.FromString,
+    )
+
+
+def sequential_checks(
+    port: int,
+    request_for: Callable[[int], external_auth_pb2.CheckRequest],
+    calls: int,
+    *,
+    warmup: int,
+    timeout_s: float = 1.0,
+) -> list[float]:
+    """Latencies in µs of `calls` sequential Checks (`request_for(i)` is the i-th, built
+    before its timing starts) after `warmup` untimed ones; every Check must be allowed."""
+    samples = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = _check_stub(channel)
+        for index in range(warmup + calls):
+            request = request_for(index)
+            started = time.perf_counter_ns()
+            reply = check(request, timeout=timeout_s)
+            if index >= warmup:
+                samples.append((time.perf_counter_ns() - started) / 1000)
+            if not reply.HasField("ok_response"):
+                raise StackError(f"the Check was not allowed: {reply}")
+    return samples
+
+
+def spawn_with_port_file(
+    python_argv: list[str], port_file: Path, what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A Python child process that writes the port it listens on to `port_file`, once it
+    has; raises StackError if it exits or takes too long first."""
+    process = subprocess.Popen([sys.executable, *python_argv])
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not port_file.exists() or not port_file.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise StackError(f"{what} did not start")
+        time.sleep(0.05)
+    return process, int(port_file.read_text())
+
+
 @dataclass(slots=True)
 class NoopProcess:
     process: subprocess.Popen[bytes]
@@ -82,16 +133,8 @@ class NoopProcess:
     def start(cls, workdir: Path, event_loop: str = "asyncio") -> NoopProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         port_file = workdir / "noop.port"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.noop_server", str(port_file), event_loop]
-        )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not port_file.exists() or not port_file.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise StackError("the no-op server did not start")
-            time.sleep(0.05)
-        return cls(process, int(port_file.read_text()))
+        argv = ["-m", "bench.noop_server", str(port_file), event_loop]
+        return cls(*spawn_with_port_file(argv, port_file, "the no-op server"))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -163,11 +206,7 @@ def assert_allowed(port: int, token: str, roles: str | None = None) -> None:
     """One Check with the grpc client: the answer must be an OK response, and when `roles` is
     given it must set `x-auth-roles` to it."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        check = channel.unary_unary(
-            "/envoy.service.auth.v3.Authorization/Check",
-            request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
-            response_deserializer=external_auth_pb2.CheckResponse.FromString,
-        )
+        check = _check_stub(channel)
         response: external_auth_pb2.CheckResponse = check(check_request(token), timeout=5)
     if not response.HasField("ok_response") or response.status.code != 0:
         raise StackError(f"Check on port {port} was not allowed: {response}")
