@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from extauthz_server.config import Config
 from extauthz_server.server import Server
 from extauthz_server.tracing import Tracing
 from tests.support.configs import seed_config
@@ -35,22 +36,36 @@ async def standin() -> AsyncIterator[KeycloakStandIn]:
     await fake.stop()
 
 
+Launch = Callable[[Config, Tracing | None], Awaitable[RunningAuthz]]
+
+
 @pytest.fixture
-async def start_authz(standin: KeycloakStandIn) -> AsyncIterator[StartAuthz]:
+async def launch() -> AsyncIterator[Launch]:
+    """Start our server in-process with a given configuration; stopped after the test."""
     running: list[RunningAuthz] = []
 
-    async def start(tracing: Tracing | None = None, **options: object) -> RunningAuthz:
-        server = Server(seed_config(standin.issuer, **options), tracing=tracing)
+    async def launch(config: Config, tracing: Tracing | None = None) -> RunningAuthz:
+        server = Server(config, tracing=tracing)
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
         authz = RunningAuthz(server, channel)
         running.append(authz)
         return authz
 
-    yield start
+    yield launch
     for authz in running:
         await authz.channel.close()
         await authz.server.stop()
+
+
+@pytest.fixture
+def start_authz(standin: KeycloakStandIn, launch: Launch) -> StartAuthz:
+    """Start our server with the seed configuration pointed at the stand-in."""
+
+    async def start(tracing: Tracing | None = None, **options: object) -> RunningAuthz:
+        return await launch(seed_config(standin.issuer, **options), tracing)
+
+    return start
 
 
 @pytest.fixture

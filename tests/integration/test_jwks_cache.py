@@ -24,6 +24,7 @@ from extauthz_server.logout import (
     LogoutEvent,
     verify_logout_token,
 )
+from tests.support.net import serve_on_loopback
 
 INTERVAL_S = 30.0
 SIG_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -68,10 +69,7 @@ class JwksServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/realms/demo/protocol/openid-connect/certs", self._certs)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         self._release.set()

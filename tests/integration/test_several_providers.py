@@ -8,13 +8,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 import yaml
 
 from extauthz_server.config import parse_config
 from extauthz_server.local_cache import Invalidation
-from extauthz_server.server import Server
+from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import SEED_ROUTES
 from tests.support.keycloak_standin import KeycloakStandIn
@@ -61,7 +60,7 @@ async def two_idps() -> AsyncIterator[tuple[KeycloakStandIn, KeycloakStandIn]]:
 
 
 async def test_same_subject_at_two_providers_never_shares_cache_entries(
-    two_idps: tuple[KeycloakStandIn, KeycloakStandIn], redis_server: RedisServer
+    two_idps: tuple[KeycloakStandIn, KeycloakStandIn], redis_server: RedisServer, launch: Launch
 ) -> None:
     demo, partners = two_idps
     demo_token = jwt_shaped(demo.issuer, "demo-bob")
@@ -85,28 +84,23 @@ async def test_same_subject_at_two_providers_never_shares_cache_entries(
         "cache": {"redis_url": redis_server.url, "redis_timeout_ms": 500},
         "routes": SEED_ROUTES,
     }
-    server = Server(parse_config(yaml.safe_dump(document), {}))
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-    try:
-        outcomes = []
-        for token in (demo_token, partners_token, demo_token, partners_token):
-            response = await call_check(channel, check_request("/api/forms", token=token))
-            outcomes.append((response.status.code, upstream_headers(response).get("x-auth-roles")))
+    authz = await launch(parse_config(yaml.safe_dump(document), {}), None)
+    server, channel = authz.server, authz.channel
+    outcomes = []
+    for token in (demo_token, partners_token, demo_token, partners_token):
+        response = await call_check(channel, check_request("/api/forms", token=token))
+        outcomes.append((response.status.code, upstream_headers(response).get("x-auth-roles")))
 
-        assert outcomes == [(OK, "creator"), (PERMISSION_DENIED, None)] * 2
-        assert (len(demo.calls), len(partners.calls)) == (1, 1)
-        first, second = server.providers
-        assert (len(first.local), len(second.local)) == (1, 1)
-        assert sorted(k.split(":")[1] for k in redis_keys(redis_server, "*:id:*")) == [
-            "demo",
-            "partners",
-        ]
-        # A logout of the subject at one provider leaves the other provider's entries alone.
-        dropped = await first.resolver.invalidate(Invalidation(subject=SUBJECT))
-        assert dropped == 1
-        assert (len(first.local), len(second.local)) == (0, 1)
-        assert len(redis_keys(redis_server, "partners:id:*")) == 1
-    finally:
-        await channel.close()
-        await server.stop()
+    assert outcomes == [(OK, "creator"), (PERMISSION_DENIED, None)] * 2
+    assert (len(demo.calls), len(partners.calls)) == (1, 1)
+    first, second = server.providers
+    assert (len(first.local), len(second.local)) == (1, 1)
+    assert sorted(k.split(":")[1] for k in redis_keys(redis_server, "*:id:*")) == [
+        "demo",
+        "partners",
+    ]
+    # A logout of the subject at one provider leaves the other provider's entries alone.
+    dropped = await first.resolver.invalidate(Invalidation(subject=SUBJECT))
+    assert dropped == 1
+    assert (len(first.local), len(second.local)) == (0, 1)
+    assert len(redis_keys(redis_server, "partners:id:*")) == 1

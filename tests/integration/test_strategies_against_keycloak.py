@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import jwt
 import pytest
 import yaml
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extauthz_server.config import parse_config
-from extauthz_server.server import Server
+from tests.integration.conftest import Launch, RunningAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import DEMO_CLIENT_SECRET, SEED_ROUTES
 from tests.support.keycloak import (
@@ -63,9 +62,9 @@ def partners_provider(keycloak: Keycloak, **changes: Any) -> dict[str, Any]:
 
 
 class Running:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    def __init__(self, authz: RunningAuthz) -> None:
+        self.server = authz.server
+        self.channel = authz.channel
 
     async def check(
         self, path: str, token: str | None, method: str = "GET"
@@ -81,9 +80,7 @@ Start = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    running: list[Running] = []
-
+def start(launch: Launch) -> Start:
     async def start(
         providers: list[dict[str, Any]],
         routes: list[dict[str, Any]] | None = None,
@@ -100,20 +97,14 @@ async def start() -> AsyncIterator[Start]:
             "cache": {"ttl_seconds": 60, "max_entries": 10_000},
             "routes": routes or SEED_ROUTES,
         }
-        server = Server(parse_config(yaml.safe_dump(document), {}))
-        await server.start()
+        authz = await launch(parse_config(yaml.safe_dump(document), {}), None)
         deadline = time.monotonic() + 10
-        while not server.is_ready():
+        while not authz.server.is_ready():
             assert time.monotonic() < deadline, "providers never became ready"
             await asyncio.sleep(0.05)
-        authz = Running(server)
-        running.append(authz)
-        return authz
+        return Running(authz)
 
-    yield start
-    for authz in running:
-        await authz.channel.close()
-        await authz.server.stop()
+    return start
 
 
 def partner_token(keycloak: Keycloak, user: str = "erin") -> str:

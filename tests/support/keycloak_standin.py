@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.net import serve_on_loopback
+
 
 class Fault(enum.Enum):
     NONE = "none"
@@ -67,11 +69,7 @@ class KeycloakStandIn:
         app.router.add_post(
             f"/realms/{self.realm}/protocol/openid-connect/token/introspect", self._introspect
         )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_on_loopback(app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -1,4 +1,5 @@
-"""Loopback helpers: free ports and bounded waits for a server to come up."""
+"""Loopback helpers: free ports, small aiohttp servers, and bounded waits for a server to
+come up."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import time
 import urllib.error
 import urllib.request
 
+from aiohttp import web
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def serve_on_loopback(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 (`port`, or a free one); the runner, to clean up, and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, int(runner.addresses[0][1])
 
 
 def wait_for_http(url: str, *, timeout_s: float, expect_status: int = 200) -> None:

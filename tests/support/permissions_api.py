@@ -14,6 +14,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from tests.support.net import serve_on_loopback
+
 
 class Fault(enum.Enum):
     NONE = "none"
@@ -70,11 +72,7 @@ class PermissionsApi:
         # A catch-all route: the test reads the raw path itself, so it sees exactly what
         # the client sent (e.g. %2F inside a segment).
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_on_loopback(app, self.port)
 
     async def stop(self) -> None:
         self._stopping.set()

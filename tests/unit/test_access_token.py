@@ -19,10 +19,12 @@ from extauthz_server.identity import Inactive
 from tests.unit.test_logout_token import (
     EC_KEY,
     OTHER_RSA_KEY,
+    REMOVE,
     RSA_KEY,
     WEAK_RSA_KEY,
     FakeKeys,
     _hs256_with_public_pem,
+    changed,
     compact,
     published_keys,
     rs256,
@@ -30,7 +32,6 @@ from tests.unit.test_logout_token import (
 
 ISSUER = "https://sso.example.test/realms/demo"
 NOW = 1_700_000_000.0
-REMOVE = object()
 RULES = JwtRules()
 
 
@@ -47,12 +48,7 @@ def access_claims(**changes: object) -> dict[str, object]:
         "scope": "openid email",
         "realm_access": {"roles": ["manager"]},
     }
-    for name, value in changes.items():
-        if value is REMOVE:
-            base.pop(name, None)
-        else:
-            base[name] = value
-    return base
+    return changed(base, changes)
 
 
 def token(

@@ -89,6 +89,11 @@ def claims(**changes: object) -> dict[str, object]:
         "typ": "Logout",
         "events": {BACKCHANNEL_LOGOUT_EVENT: {}, "revoke_offline_access": True},
     }
+    return changed(base, changes)
+
+
+def changed(base: dict[str, object], changes: dict[str, object]) -> dict[str, object]:
+    """`base` with `changes` applied: a value replaces, REMOVE deletes."""
     for name, value in changes.items():
         if value is REMOVE:
             base.pop(name, None)
