@@ -63,6 +63,11 @@ class ProviderConfig:
     jwt: JwtSettings = field(default_factory=JwtSettings)
     role_claims: tuple[ClaimPath, ...] = ()
     permissions: PermissionsSettings | None = None
+    # Where it was configured ("provider" or "providers[i]"), to name its keys in errors.
+    config_path: str = "provider"
+
+    def key(self, name: str) -> str:
+        return f"{self.config_path}.{name}"
 
     @property
     def introspects(self) -> bool:
@@ -168,6 +173,7 @@ def _provider(
         jwt=jwt_settings,
         role_claims=role_claims,
         permissions=permissions,
+        config_path=section.path,
     )
 
 

@@ -64,7 +64,7 @@ class StrategyContext:
         provider = self.provider
         if provider.client_secret is None:
             raise ConfigError(
-                _key(provider, "client_secret"), "introspection needs the client credentials"
+                provider.key("client_secret"), "introspection needs the client credentials"
             )
         client = IntrospectionClient(
             self.session,
@@ -109,7 +109,7 @@ def build_strategy(context: StrategyContext) -> IdentityStrategy:
     strategy = factory(context)
     if not isinstance(strategy, IdentityStrategy):
         raise ConfigError(
-            _key(context.provider, "strategy"),
+            context.provider.key("strategy"),
             f"{name} did not return an object with an async identify(token, timeout_s)",
         )
     return strategy
@@ -123,12 +123,6 @@ def jwks_cache(
         endpoints.jwks_uri,
         JWKS_TIMEOUT_S,
         min_refetch_interval_s=provider.jwt.jwks_refetch_interval_s,
-    )
-
-
-def _key(provider: ProviderConfig, name: str) -> str:
-    return (
-        f"provider.{name}" if provider.name == "default" else f"providers[{provider.name}].{name}"
     )
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from extauthz_server.config import Config, parse_config
+from extauthz_server.discovery import EndpointSource
 from extauthz_server.errors import ConfigError
+from extauthz_server.metrics import CheckMetrics
+from extauthz_server.providers import StrategyContext, build_strategy, jwks_cache
 
 DEMO = {
     "name": "demo",
@@ -174,3 +178,18 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
 )
 def test_bad_provider_configuration_names_the_key(document: dict[str, Any], key: str) -> None:
     assert error_key(document) == key
+
+
+async def test_a_factory_that_makes_no_strategy_is_refused_naming_its_provider_key() -> None:
+    config = parse({"providers": [DEMO, PARTNERS | {"strategy": "builtins:repr"}]})
+    provider = config.providers[1]
+
+    async with aiohttp.ClientSession() as session:
+        endpoints = EndpointSource(session, provider.issuer, None)
+        context = StrategyContext(
+            provider, session, endpoints, jwks_cache(session, endpoints, provider), CheckMetrics()
+        )
+        with pytest.raises(ConfigError) as caught:
+            build_strategy(context)
+
+    assert caught.value.key_path == "providers[1].strategy"
