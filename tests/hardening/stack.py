@@ -28,6 +28,7 @@ from tests.support.configs import DEMO_CLIENT_SECRET, seed_config_text
 from tests.support.echo_upstream import BackgroundEchoUpstream
 from tests.support.envoy import LOOPBACK, EnvoyProcess
 from tests.support.keycloak_standin import Fault, KeycloakStandIn
+from tests.support.keycloak_standin import active_document as standin_active_document
 
 _THREAD_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 5.0
@@ -73,17 +74,8 @@ class BackgroundStandIn:
 
 
 def active_document(subject: str, roles: Iterable[str]) -> dict[str, object]:
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        "sub": subject,
-        "preferred_username": subject,
-        "email": f"{subject}@example.com",
-        "client_id": "web-app",
-        "exp": int(time.time()) + 3600,
-        "scope": "openid email profile",
-        "realm_access": {"roles": ["default-roles-demo", *roles]},
-    }
+    """The stand-in's answer for `subject`, valid for longer than any run here."""
+    return standin_active_document(subject, roles, subject=subject, lifetime_s=3600)
 
 
 # Kinds of request the load sends; only the first two may ever be allowed.

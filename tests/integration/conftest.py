@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import grpc
 import pytest
 
@@ -26,6 +27,13 @@ class RunningAuthz:
 
 
 StartAuthz = Callable[..., Awaitable[RunningAuthz]]
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session, as the server's own components use one."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture

@@ -13,25 +13,9 @@ import pytest
 from extauthz_server._proto.grpc.health.v1 import health_pb2
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request, denied_headers, upstream_headers
-from tests.support.keycloak_standin import Fault, KeycloakStandIn
+from tests.support.keycloak_standin import Fault, KeycloakStandIn, active_document
 
 GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, GRPC_UNAUTHENTICATED = 0, 7, 14, 16
-
-
-def active_document(username: str, roles: list[str], **extra: object) -> dict[str, object]:
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        "sub": f"sub-{username}",
-        "preferred_username": username,
-        "username": username,
-        "email": f"{username}@example.com",
-        "client_id": "web-app",
-        "exp": int(time.time()) + 300,
-        "scope": "openid email profile",
-        "realm_access": {"roles": ["default-roles-demo", "offline_access", *roles]},
-        **extra,
-    }
 
 
 async def test_manager_token_is_allowed_with_creator_role_header(

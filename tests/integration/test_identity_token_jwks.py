@@ -3,7 +3,6 @@ publishes, and re-keyed by a reload while tokens of the retired key still verify
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,11 @@ from extauthz_server.config import load_config
 from extauthz_server.server import Server
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import seed_config_text
-from tests.support.keycloak_standin import KeycloakStandIn
+from tests.support.keycloak_standin import KeycloakStandIn, active_document
 from tests.support.signing_keys import ec_key, rsa_key, write_private_key
 
 HEADER = "x-auth-identity-token"
 JWKS_PATH = "/.well-known/jwks.json"
-
-
-def bob_document() -> dict[str, object]:
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        "sub": "sub-bob",
-        "preferred_username": "bob",
-        "client_id": "web-app",
-        "exp": int(time.time()) + 300,
-        "realm_access": {"roles": ["manager"]},
-    }
 
 
 StartServer = Callable[[str], Awaitable[tuple[Server, grpc.aio.Channel]]]
@@ -78,7 +65,7 @@ async def test_jwks_verifies_the_minted_token_and_follows_a_reload(
 ) -> None:
     write_private_key(tmp_path / "a.pem", ec_key())
     write_private_key(tmp_path / "b.pem", rsa_key())
-    standin.documents["bob"] = bob_document()
+    standin.documents["bob"] = active_document("bob", ["manager"])
     seed = seed_config_text(standin.issuer)
     server, channel = await start_server(seed + "identity_token: {key_file: a.pem}\n")
 

@@ -101,12 +101,6 @@ async def server() -> AsyncIterator[JwksServer]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

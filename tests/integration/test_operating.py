@@ -14,10 +14,9 @@ import yaml
 
 from extauthz_server.logs import AUDIT_LOGGER, JsonFormatter
 from tests.integration.conftest import RunningAuthz, StartAuthz
-from tests.integration.test_check_service import active_document
 from tests.support.check_requests import call_check, check_request
 from tests.support.configs import seed_config_text
-from tests.support.keycloak_standin import Fault, KeycloakStandIn
+from tests.support.keycloak_standin import Fault, KeycloakStandIn, active_document
 
 
 async def scrape(authz: RunningAuthz) -> str:

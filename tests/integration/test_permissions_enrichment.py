@@ -97,12 +97,6 @@ async def api() -> AsyncIterator[PermissionsApi]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 def enrich(
     session: aiohttp.ClientSession, api: PermissionsApi
 ) -> Callable[..., EnrichedIdentitySource]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +15,7 @@ from extauthz_server.local_cache import Invalidation
 from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import SEED_ROUTES
-from tests.support.keycloak_standin import KeycloakStandIn
+from tests.support.keycloak_standin import KeycloakStandIn, active_document
 from tests.support.redis_server import RedisServer
 
 SUBJECT = "4a7c0e1e-shared-subject"
@@ -30,17 +29,6 @@ def jwt_shaped(issuer: str, name: str) -> str:
         return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
 
     return f"{part({'alg': 'RS256'})}.{part({'iss': issuer, 'jti': name})}.c2lnbmF0dXJl"
-
-
-def active(roles: list[str]) -> dict[str, object]:
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        "sub": SUBJECT,
-        "username": "bob",
-        "exp": time.time() + 300,
-        "realm_access": {"roles": roles},
-    }
 
 
 def redis_keys(redis_server: RedisServer, pattern: str) -> list[str]:
@@ -65,8 +53,8 @@ async def test_same_subject_at_two_providers_never_shares_cache_entries(
     demo, partners = two_idps
     demo_token = jwt_shaped(demo.issuer, "demo-bob")
     partners_token = jwt_shaped(partners.issuer, "partners-bob")
-    demo.documents[demo_token] = active(["manager"])
-    partners.documents[partners_token] = active(["auditor"])
+    demo.documents[demo_token] = active_document("bob", ["manager"], subject=SUBJECT)
+    partners.documents[partners_token] = active_document("bob", ["auditor"], subject=SUBJECT)
     providers = [
         {"name": idp.realm, "issuer": idp.issuer, "client_id": "ext-authz", "client_secret": "s"}
         for idp in (demo, partners)

@@ -10,9 +10,8 @@ from opentelemetry.trace import SpanKind
 
 from extauthz_server.tracing import NoTracing, OpenTelemetryTracing, build_tracing
 from tests.integration.conftest import StartAuthz
-from tests.integration.test_check_service import active_document
 from tests.support.check_requests import call_check, check_request
-from tests.support.keycloak_standin import KeycloakStandIn
+from tests.support.keycloak_standin import KeycloakStandIn, active_document
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 ENVOY_SPAN_ID = "00f067aa0ba902b7"

@@ -12,9 +12,8 @@ import redis.asyncio as aioredis
 
 from extauthz_server.local_cache import Invalidation
 from tests.integration.conftest import RunningAuthz, StartAuthz
-from tests.integration.test_check_service import active_document
 from tests.support.check_requests import call_check, check_request, upstream_headers
-from tests.support.keycloak_standin import Fault, KeycloakStandIn
+from tests.support.keycloak_standin import Fault, KeycloakStandIn, active_document
 from tests.support.redis_server import RedisCluster, RedisServer
 
 GRPC_OK = 0

@@ -9,11 +9,38 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from tests.support.net import serve_on_loopback
+
+
+def active_document(
+    username: str,
+    roles: Iterable[str],
+    *,
+    subject: str | None = None,
+    lifetime_s: int = 300,
+    **extra: object,
+) -> dict[str, object]:
+    """What Keycloak answers for an active access token of `username` with these realm roles
+    (its default roles beside them); `sub` is `sub-<username>` unless given."""
+    return {
+        "active": True,
+        "token_type": "Bearer",
+        "sub": subject or f"sub-{username}",
+        "preferred_username": username,
+        "username": username,
+        "email": f"{username}@example.com",
+        "client_id": "web-app",
+        "exp": int(time.time()) + lifetime_s,
+        "scope": "openid email profile",
+        "realm_access": {"roles": ["default-roles-demo", "offline_access", *roles]},
+        **extra,
+    }
 
 
 class Fault(enum.Enum):
