@@ -3,7 +3,7 @@ publishes, and re-keyed by a reload while tokens of the retired key still verify
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from extauthz_server.config import load_config
 from extauthz_server.server import Server
+from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn, active_document
@@ -27,22 +28,16 @@ StartServer = Callable[[str], Awaitable[tuple[Server, grpc.aio.Channel]]]
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
-    running: list[tuple[Server, grpc.aio.Channel]] = []
+def start_server(tmp_path: Path, launch: Launch) -> StartServer:
+    """Our server from a config file in tmp_path (key files are named relative to it)."""
 
     async def start(config_text: str) -> tuple[Server, grpc.aio.Channel]:
         path = tmp_path / "config.yaml"
         path.write_text(config_text, encoding="utf-8")
-        server = Server(load_config(path, {}))
-        await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-        running.append((server, channel))
-        return server, channel
+        authz = await launch(load_config(path, {}), None)
+        return authz.server, authz.channel
 
-    yield start
-    for server, channel in running:
-        await channel.close()
-        await server.stop()
+    return start
 
 
 async def fetch_jwks(server: Server) -> tuple[int, dict[str, str], Any]:
