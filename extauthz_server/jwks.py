@@ -48,6 +48,8 @@ class JwksCache:
 
     An unknown `kid` triggers a refetch, at most one per `min_refetch_interval_s` however
     many tokens name unknown keys, so forged `kid`s cannot make us hammer the provider.
+    The start-up load and background refreshes do not count towards that limit, so a key
+    rotated just after one of them is still picked up by the first token that names it.
     A failed fetch keeps the previous keys and is remembered for the same interval. Keys
     older than `max_age_s` are refreshed in the background, so a key the provider has
     withdrawn stops verifying tokens. One fetch runs at a time, shared by every caller, and
@@ -72,6 +74,7 @@ class JwksCache:
         self._keys: tuple[_SigningKey, ...] = ()
         self._loaded_at: float | None = None
         self._attempted_at: float | None = None
+        self._unknown_kid_fetched_at: float | None = None
         self._last_failed = False
         self._fetching: asyncio.Task[None] | None = None
         self.fetches = 0
@@ -86,7 +89,9 @@ class JwksCache:
             raise KeyNotFound(kid, alg)
         key = self._find(kid, alg)
         if key is None:
-            await self._refetch(self._timeout_s if timeout_s is None else timeout_s)
+            await self._refetch(
+                self._timeout_s if timeout_s is None else timeout_s, for_unknown_kid=True
+            )
             key = self._find(kid, alg)
         elif self._is_old():
             self._start_fetch()
@@ -101,14 +106,14 @@ class JwksCache:
     async def load(self, timeout_s: float) -> None:
         """Fetch the keys now (at start-up), unless they are already known."""
         if self._loaded_at is None:
-            await self._refetch(timeout_s)
+            await self._refetch(timeout_s, for_unknown_kid=False)
 
     def _is_old(self) -> bool:
         return (
             self._loaded_at is not None
             and self._clock() - self._loaded_at > self._max_age_s
             and (self._fetching is None or self._fetching.done())
-            and not self._rate_limited()
+            and not self._recently(self._attempted_at)
         )
 
     def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
@@ -118,11 +123,8 @@ class JwksCache:
             return matches[0]
         return None
 
-    def _rate_limited(self) -> bool:
-        return (
-            self._attempted_at is not None
-            and self._clock() - self._attempted_at < self._min_refetch_interval_s
-        )
+    def _recently(self, at: float | None) -> bool:
+        return at is not None and self._clock() - at < self._min_refetch_interval_s
 
     def _start_fetch(self) -> asyncio.Task[None]:
         self._attempted_at = self._clock()
@@ -133,15 +135,16 @@ class JwksCache:
         self._fetching = task
         return task
 
-    async def _refetch(self, timeout_s: float) -> None:
+    async def _refetch(self, timeout_s: float, *, for_unknown_kid: bool) -> None:
         task = self._fetching
         if task is None or task.done():
-            if self._rate_limited():
-                # Use what the last fetch gave, or say that it failed.
-                if self._last_failed:
-                    raise ProviderUnavailable("JWKS fetch failed recently")
-                return
+            if self._last_failed and self._recently(self._attempted_at):
+                raise ProviderUnavailable("JWKS fetch failed recently")
+            if for_unknown_kid and self._recently(self._unknown_kid_fetched_at):
+                return  # use what the last fetch gave
             task = self._start_fetch()
+            if for_unknown_kid:
+                self._unknown_kid_fetched_at = self._attempted_at
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(task)

@@ -184,6 +184,22 @@ async def test_rotated_key_is_found_after_refetch(
     assert (await cache.key_for("sig-1", "RS256")).key_id == "sig-1"
 
 
+async def test_key_rotated_right_after_start_up_is_found_at_once(
+    cache: JwksCache, server: JwksServer
+) -> None:
+    await cache.load(timeout_s=5.0)
+    server.serve(ENC, ROTATED, SIG)
+
+    key = await cache.key_for("sig-2", "RS256")
+
+    assert public_numbers(key) == ROTATED_KEY.public_key().public_numbers()
+    assert server.requests == 2
+    # That refetch starts the rate limit: forged kids add no fetch within the interval.
+    with pytest.raises(KeyNotFound):
+        await cache.key_for("forged-1", "RS256")
+    assert server.requests == 2
+
+
 async def test_concurrent_unknown_kids_share_one_fetch(
     cache: JwksCache, server: JwksServer
 ) -> None:
