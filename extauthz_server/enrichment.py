@@ -13,13 +13,14 @@ from typing import Protocol
 import aiohttp
 
 from extauthz_server.cache import MemoryCache
+from extauthz_server.circuit_breaker import CircuitBreaker
 from extauthz_server.client_credentials import (
     AccessTokenSource,
     ClientCredentialsTokenSource,
     StaticToken,
     TokenEndpoints,
 )
-from extauthz_server.errors import PermissionsUnavailable
+from extauthz_server.errors import PermissionsTimedOut, PermissionsUnavailable
 from extauthz_server.identity import Identity, Inactive
 from extauthz_server.introspection import ClientCredentials
 from extauthz_server.permissions import (
@@ -73,6 +74,7 @@ class EnrichmentStats:
     cache_hits: int = 0
     coalesced: int = 0  # checks that waited for another check's call
     passed_unenriched: int = 0  # checks that went on without permissions (on_failure: ignore)
+    short_circuited: int = 0  # calls not made because the circuit breaker was open
 
 
 class EnrichedIdentitySource:
@@ -100,6 +102,7 @@ class EnrichedIdentitySource:
         # id(provider identity) → (it, the permissions entry, the enriched identity).
         self._enriched: dict[tuple[int, int], tuple[Identity, _Permissions, Identity]] = {}
         self._failing = False
+        self._breaker = CircuitBreaker(settings.circuit_breaker, clock)
         self.stats = EnrichmentStats()
 
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
@@ -149,6 +152,9 @@ class EnrichedIdentitySource:
         if remaining <= 0:
             # The check's budget went on the identity: not a failure of the API.
             raise PermissionsUnavailable("no time left to call the permissions API")
+        if not self._breaker.allow():
+            self.stats.short_circuited += 1
+            raise PermissionsUnavailable("permissions API circuit open after repeated failures")
         self.stats.calls += 1
         try:
             names = await self._client.fetch(identity, remaining)
@@ -161,7 +167,19 @@ class EnrichedIdentitySource:
                     exc,
                     self._settings.on_failure.value,
                 )
+            if isinstance(exc, PermissionsTimedOut) and remaining < self._settings.timeout_s:
+                # Cut short by what was left of the check's budget: no verdict on the API.
+                self._breaker.abandoned()
+            elif self._breaker.failed():
+                log.warning(
+                    "permissions API circuit open: for %.1fs, checks that need it fail at once",
+                    self._settings.circuit_breaker.open_s,
+                )
             raise
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        self._breaker.succeeded()
         if self._failing:
             self._failing = False
             log.warning("permissions API answers again")

@@ -45,6 +45,10 @@ class PermissionsUnavailable(ProviderUnavailable):
     code = "permissions_unavailable"
 
 
+class PermissionsTimedOut(PermissionsUnavailable):
+    """The permissions API did not answer within the time the call was given."""
+
+
 class ProviderRejectedClient(ProviderError):
     """Our own client credentials (or request) were refused: a misconfiguration, not a bad token."""
 

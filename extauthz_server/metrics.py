@@ -87,6 +87,7 @@ class CacheReadings:
     permission_cache_hits: int = 0
     permission_calls: int = 0
     permission_failures: int = 0
+    permission_short_circuits: int = 0
 
 
 class _Collector(Collector):
@@ -143,12 +144,14 @@ class _Collector(Collector):
         yield lookups
         permissions = CounterMetricFamily(
             "extauthz_permission_lookups",
-            "Permissions API lookups: answered from the cache, or by a call that worked or failed.",
+            "Permissions API lookups: answered from the cache, by a call that worked or failed, "
+            "or failed at once while the circuit breaker was open.",
             labels=["result"],
         )
         permissions.add_metric(["cache_hit"], cache.permission_cache_hits)
         permissions.add_metric(["call_ok"], cache.permission_calls - cache.permission_failures)
         permissions.add_metric(["call_failed"], cache.permission_failures)
+        permissions.add_metric(["short_circuited"], cache.permission_short_circuits)
         yield permissions
         yield CounterMetricFamily(
             "extauthz_cache_stale_served",

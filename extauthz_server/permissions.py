@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
+from extauthz_server.circuit_breaker import BreakerSettings
 from extauthz_server.config_reader import Section
 from extauthz_server.errors import ConfigError
 from extauthz_server.secret import Secret
@@ -28,6 +29,7 @@ _KEYS = (
     "ttl_seconds",
     "on_failure",
     "max_entries",
+    "circuit_breaker",
 )
 
 
@@ -99,6 +101,7 @@ class PermissionsSettings:
     ttl_s: float
     on_failure: FailurePolicy
     max_entries: int
+    circuit_breaker: BreakerSettings
 
     @property
     def request_fields(self) -> tuple[str, ...]:
@@ -121,6 +124,7 @@ def parse_permissions(section: Section, base_dir: Path) -> PermissionsSettings |
     ttl_s = section.number("ttl_seconds", 60, 0, 86_400)
     on_failure = _choice(section, "on_failure", FailurePolicy, FailurePolicy.DENY.value)
     max_entries = section.integer("max_entries", 100_000, 1, 10_000_000)
+    circuit_breaker = _circuit_breaker(section.section("circuit_breaker"))
     section.finish()
     segments = () if roles_path == "." else tuple(roles_path.split("."))
     if any(not segment for segment in segments):
@@ -134,7 +138,15 @@ def parse_permissions(section: Section, base_dir: Path) -> PermissionsSettings |
         ttl_s=ttl_s,
         on_failure=on_failure,
         max_entries=max_entries,
+        circuit_breaker=circuit_breaker,
     )
+
+
+def _circuit_breaker(section: Section) -> BreakerSettings:
+    failures = section.integer("failures", 5, 0, 1_000)
+    open_s = section.number("open_seconds", 5, 0.1, 3_600)
+    section.finish()
+    return BreakerSettings(failure_threshold=failures, open_s=open_s)
 
 
 def parse_url_template(key: str, text: str) -> UrlTemplate:

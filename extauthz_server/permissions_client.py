@@ -10,7 +10,7 @@ import aiohttp
 from yarl import URL
 
 from extauthz_server.client_credentials import AccessTokenSource
-from extauthz_server.errors import PermissionsUnavailable
+from extauthz_server.errors import PermissionsTimedOut, PermissionsUnavailable
 from extauthz_server.identity import Identity
 from extauthz_server.permissions import PermissionsSettings, RequestMethod, read_names
 from extauthz_server.strict_json import loads_strict
@@ -54,7 +54,7 @@ class PermissionsClient:
             async with asyncio.timeout(budget):
                 status, answer = await self._call(url, body, budget)
         except TimeoutError as exc:
-            raise PermissionsUnavailable(f"permissions API timed out after {budget:.3f}s") from exc
+            raise PermissionsTimedOut(f"permissions API timed out after {budget:.3f}s") from exc
         if status == 404:
             return frozenset()
         if status != 200:

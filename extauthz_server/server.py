@@ -91,6 +91,7 @@ class Server:
             permission_cache_hits=sum(e.stats.cache_hits for e in enrichments),
             permission_calls=sum(e.stats.calls for e in enrichments),
             permission_failures=sum(e.stats.failures for e in enrichments),
+            permission_short_circuits=sum(e.stats.short_circuited for e in enrichments),
         )
 
     def reload(self, config_path: Path) -> bool:

@@ -17,6 +17,8 @@ from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request
 from tests.support.configs import seed_config_text
 from tests.support.keycloak_standin import Fault, KeycloakStandIn, active_document
+from tests.support.permissions_api import Fault as PermissionsFault
+from tests.support.permissions_api import PermissionsApi
 
 
 async def scrape(authz: RunningAuthz) -> str:
@@ -68,6 +70,35 @@ async def test_metrics_count_decisions_introspections_and_cache_levels(
     assert sample(text, "extauthz_introspections_in_flight") == 0
     assert sample(text, "extauthz_cache_l1_entries") == 2
     assert "bob" not in text
+
+
+async def test_metrics_show_permission_lookups_and_the_open_circuit(
+    start_authz: StartAuthz, standin: KeycloakStandIn
+) -> None:
+    api = PermissionsApi(fault=PermissionsFault.SERVER_ERROR)
+    await api.start()
+    try:
+        authz = await start_authz(
+            provider={
+                "permissions": {
+                    "url": api.url_template,
+                    "circuit_breaker": {"failures": 2, "open_seconds": 60},
+                }
+            }
+        )
+        for user in ("u1", "u2", "u3", "u4"):
+            standin.documents[user] = active_document(user, ["manager"])
+            response = await call_check(authz.channel, check_request("/api/forms", token=user))
+            assert response.denied_response.status.code == 503
+
+        text = await scrape(authz)
+    finally:
+        await api.stop()
+
+    lookups = 'extauthz_permission_lookups_total{result="%s"}'
+    assert sample(text, lookups % "call_failed") == 2
+    assert sample(text, lookups % "short_circuited") == 2
+    assert api.request_count == 2
 
 
 class Captured(logging.Handler):

@@ -389,6 +389,115 @@ async def test_a_refused_static_token_is_not_retried(
     assert api.request_count == 1
 
 
+# -- circuit breaker ----------------------------------------------------------------------------
+
+BREAKER = {"failures": 3, "open_seconds": 5}
+
+
+async def fail_times(
+    source: EnrichedIdentitySource, times: int, budget_s: float = BUDGET_S
+) -> None:
+    for _ in range(times):
+        with pytest.raises(PermissionsUnavailable):
+            await source.resolve("token", budget_s)
+
+
+@pytest.mark.parametrize("fault", [Fault.SERVER_ERROR, Fault.SLOW], ids=["500", "slow"])
+async def test_after_repeated_failures_checks_fail_at_once_without_calling_the_api(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi, fault: Fault
+) -> None:
+    api.fault, api.delay_s = fault, 5.0
+    source = enrich(timeout_ms=200, circuit_breaker=BREAKER)
+    await fail_times(source, 3)
+
+    started = time.monotonic()
+    for _ in range(20):
+        with pytest.raises(PermissionsUnavailable, match="circuit open"):
+            await source.resolve("token", BUDGET_S)
+
+    assert api.request_count == 3
+    assert (source.stats.calls, source.stats.short_circuited) == (3, 20)
+    # Twenty checks that each waited out the 200 ms timeout would take 4 s.
+    assert time.monotonic() - started < 1.0
+
+
+async def test_while_open_on_failure_ignore_passes_identities_on_unenriched(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi
+) -> None:
+    api.fault = Fault.SERVER_ERROR
+    source = enrich(on_failure="ignore", circuit_breaker=BREAKER)
+
+    results = [await source.resolve("token", BUDGET_S) for _ in range(10)]
+
+    assert all(result is BOB for result in results)
+    assert api.request_count == 3
+    assert source.stats.passed_unenriched == 10
+
+
+async def test_after_the_open_period_one_call_probes_and_a_recovered_api_closes_it(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi
+) -> None:
+    clock = Clock()
+    api.fault = Fault.SERVER_ERROR
+    source = enrich(clock=clock, circuit_breaker=BREAKER, ttl_seconds=0)
+    await fail_times(source, 3)
+    api.fault = Fault.NONE
+
+    clock.now += 4.9
+    await fail_times(source, 1)  # still open: the API's recovery is not seen yet
+    assert api.request_count == 3
+    clock.now += 0.1
+    identity = await source.resolve("token", BUDGET_S)
+
+    assert isinstance(identity, Identity)
+    assert "Manager for Europe" in identity.provider_roles
+    assert api.request_count == 4
+    # Closed again: every uncached check calls the API (ttl 0 caches nothing).
+    for _ in range(3):
+        await source.resolve("token", BUDGET_S)
+    assert api.request_count == 7
+
+
+async def test_a_failed_probe_keeps_it_open_for_another_period(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi
+) -> None:
+    clock = Clock()
+    api.fault = Fault.SERVER_ERROR
+    source = enrich(clock=clock, circuit_breaker=BREAKER)
+    await fail_times(source, 3)
+
+    clock.now += 5
+    await fail_times(source, 5)  # the first is the probe, the API still fails it
+    assert api.request_count == 4
+    clock.now += 5
+    api.fault = Fault.NONE
+    assert isinstance(await source.resolve("token", BUDGET_S), Identity)
+    assert api.request_count == 5
+
+
+async def test_calls_cut_short_by_the_check_budget_do_not_open_it(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi
+) -> None:
+    # Checks that spent their budget on the identity leave the API little time; its
+    # timing out then says nothing about the API, so the circuit stays closed.
+    api.fault, api.delay_s = Fault.SLOW, 5.0
+    source = enrich(timeout_ms=2000, circuit_breaker=BREAKER)
+    await fail_times(source, 5, budget_s=0.05)
+
+    assert api.request_count == 5
+    assert source.stats.short_circuited == 0
+
+
+async def test_failures_zero_turns_the_breaker_off(
+    enrich: Callable[..., EnrichedIdentitySource], api: PermissionsApi
+) -> None:
+    api.fault = Fault.SERVER_ERROR
+    source = enrich(circuit_breaker={"failures": 0})
+    await fail_times(source, 10)
+
+    assert api.request_count == 10
+
+
 # -- client credentials against the real Keycloak ---------------------------------------------
 
 

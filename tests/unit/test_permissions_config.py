@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from extauthz_server.circuit_breaker import BreakerSettings
 from extauthz_server.config_reader import EnvValue, Section
 from extauthz_server.errors import ConfigError
 from extauthz_server.permissions import (
@@ -51,6 +52,7 @@ def test_only_url_is_needed_and_the_rest_takes_defaults() -> None:
     assert settings.ttl_s == 60.0
     assert settings.on_failure is FailurePolicy.DENY
     assert settings.max_entries == 100_000
+    assert settings.circuit_breaker == BreakerSettings(failure_threshold=5, open_s=5.0)
     assert settings.request_fields == ("sub",)
 
 
@@ -70,6 +72,7 @@ def test_every_key_is_read() -> None:
         ttl_seconds: 30
         on_failure: ignore
         max_entries: 10
+        circuit_breaker: {{failures: 0, open_seconds: 30}}
         """
     )
     assert settings.method is RequestMethod.POST
@@ -81,6 +84,7 @@ def test_every_key_is_read() -> None:
         FailurePolicy.IGNORE,
         10,
     )
+    assert settings.circuit_breaker == BreakerSettings(failure_threshold=0, open_s=30.0)
     # A POST carries every field, so its answer may depend on any of them.
     assert settings.request_fields == ("sub", "username", "client_id")
 
@@ -136,6 +140,26 @@ def test_a_top_level_list_answer_is_read_with_the_dot_path() -> None:
         (f"{{url: '{URL}', max_entries: 0}}", "provider.permissions.max_entries", "between 1"),
         (f"{{url: '{URL}', roles_path: 'a..b'}}", "provider.permissions.roles_path", "empty"),
         (f"{{url: '{URL}', ttl: 5}}", "provider.permissions.ttl", "unknown key"),
+        (
+            f"{{url: '{URL}', circuit_breaker: {{failures: -1}}}}",
+            "provider.permissions.circuit_breaker.failures",
+            "between 0",
+        ),
+        (
+            f"{{url: '{URL}', circuit_breaker: {{open_seconds: 0}}}}",
+            "provider.permissions.circuit_breaker.open_seconds",
+            "between 0.1",
+        ),
+        (
+            f"{{url: '{URL}', circuit_breaker: {{after: 3}}}}",
+            "provider.permissions.circuit_breaker.after",
+            "unknown key",
+        ),
+        (
+            f"{{url: '{URL}', circuit_breaker: 5}}",
+            "provider.permissions.circuit_breaker",
+            "mapping",
+        ),
         ("{bogus: 1}", "provider.permissions.bogus", "unknown key"),
         (f"{{url: '{URL}', auth: 7}}", "provider.permissions.auth", "expected a mapping"),
         (f"{{url: '{URL}', auth: basic}}", "provider.permissions.auth.type", "expected one of"),
@@ -183,6 +207,10 @@ def test_a_top_level_list_answer_is_read_with_the_dot_path() -> None:
         "max-entries-zero",
         "roles-path-empty-segment",
         "unknown-key",
+        "breaker-failures-negative",
+        "breaker-open-zero",
+        "breaker-unknown-key",
+        "breaker-not-a-mapping",
         "unknown-key-without-url",
         "auth-not-a-mapping",
         "auth-type-unknown",
