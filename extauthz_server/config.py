@@ -18,18 +18,21 @@ import yaml
 
 from extauthz_server.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.config_providers import ProviderConfig, parse_providers
-from extauthz_server.config_reader import EnvValue, Section
+from extauthz_server.config_reader import EnvValue, Section, optional_secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
 from extauthz_server.identity_token import IdentityTokenSettings, parse_identity_token
 from extauthz_server.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
 from extauthz_server.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
+from extauthz_server.secret import Secret
 from extauthz_server.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 ENV_PREFIX = "EXTAUTHZ__"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 _METHOD = re.compile(r"[A-Z]+")
+# A shorter key could be guessed offline from the sealed entries anyone reading Redis sees.
+MIN_SIGNING_KEY_CHARS = 32
 _RESERVED_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
 
 
@@ -56,6 +59,8 @@ class CacheConfig:
     redis_namespace: str = "extauthz"
     redis_timeout_s: float = 0.05
     redis_max_connections: int = 64
+    # Seals Redis entries; None: a key derived from each provider's client secret.
+    redis_signing_key: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,7 @@ def _build(top: Section, base_dir: Path) -> Config:
     providers = parse_providers(top, base_dir, roles.string_list("claims", DEFAULT_ROLE_CLAIMS))
     role_map = _role_map(roles)
     roles.finish()
-    cache = _cache(top.section("cache"))
+    cache = _cache(top.section("cache"), base_dir)
     headers = _headers(top.section("headers"))
     identity_token = parse_identity_token(
         top.section("identity_token"), base_dir, (*headers.identity_headers, *_RESERVED_HEADERS)
@@ -252,7 +257,7 @@ def _role_map(roles: Section) -> RoleMap:
     return RoleMap(table=table, pass_through_unmapped=roles.boolean("pass_through_unmapped", False))
 
 
-def _cache(section: Section) -> CacheConfig:
+def _cache(section: Section, base_dir: Path) -> CacheConfig:
     redis_url = section.optional_string("redis_url")
     if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(section.key("redis_url"), "expected a redis://, rediss:// or unix:// URL")
@@ -264,6 +269,16 @@ def _cache(section: Section) -> CacheConfig:
     namespace = section.string("redis_namespace", "extauthz")
     if not all(ch.isalnum() or ch in "-_.{}" for ch in namespace):
         raise ConfigError(section.key("redis_namespace"), "letters, digits and -_.{} only")
+    signing_key = optional_secret(section, "redis_signing_key", base_dir)
+    if signing_key is not None:
+        given = "redis_signing_key" + ("_file" if section.has("redis_signing_key_file") else "")
+        key = section.key(given)
+        if redis_url is None:
+            raise ConfigError(key, "needs cache.redis_url")
+        if len(signing_key.reveal()) < MIN_SIGNING_KEY_CHARS:
+            raise ConfigError(
+                key, f"must be at least {MIN_SIGNING_KEY_CHARS} characters (openssl rand -hex 32)"
+            )
     cache = CacheConfig(
         ttl_s=section.number("ttl_seconds", 60, 0, 86_400),
         negative_ttl_s=section.number("negative_ttl_seconds", 10, 0, 3_600),
@@ -275,6 +290,7 @@ def _cache(section: Section) -> CacheConfig:
         redis_namespace=namespace,
         redis_timeout_s=section.integer("redis_timeout_ms", 50, 1, 10_000) / 1000,
         redis_max_connections=section.integer("redis_max_connections", 64, 1, 10_000),
+        redis_signing_key=signing_key,
     )
     section.finish()
     return cache

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from extauthz_server.access_token import DEFAULT_ALGORITHMS, JwtRules
-from extauthz_server.config_reader import Section
+from extauthz_server.config_reader import Section, optional_secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.introspection import ClientAuthMethod
 from extauthz_server.permissions import (
@@ -227,24 +227,7 @@ def _jwt(section: Section, strategy: str) -> JwtSettings:
 
 
 def _secret(section: Section, base_dir: Path, *, required: bool) -> Secret | None:
-    inline = section.optional_string("client_secret")
-    file_name = section.optional_string("client_secret_file")
-    if inline is not None and file_name is not None:
-        raise ConfigError(
-            section.key("client_secret_file"), "give client_secret or client_secret_file, not both"
-        )
-    if file_name is not None:
-        try:
-            text = (base_dir / file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                section.key("client_secret_file"), f"cannot read: {exc.strerror}"
-            ) from exc
-        if not text:
-            raise ConfigError(section.key("client_secret_file"), "the file is empty")
-        return Secret(text)
-    if inline is None:
-        if required:
-            raise ConfigError(section.key("client_secret"), "is required (or client_secret_file)")
-        return None
-    return Secret(inline)
+    secret = optional_secret(section, "client_secret", base_dir)
+    if secret is None and required:
+        raise ConfigError(section.key("client_secret"), "is required (or client_secret_file)")
+    return secret

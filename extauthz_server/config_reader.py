@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 import yaml
 
 from extauthz_server.errors import ConfigError
+from extauthz_server.secret import Secret
 
 
 class _Required:
@@ -136,3 +138,20 @@ class Section:
         unknown = sorted(set(self._data) - self._read)
         if unknown:
             raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def optional_secret(section: Section, name: str, base_dir: Path) -> Secret | None:
+    """The secret at `name`, or read from the file at `name`_file (relative to `base_dir`)."""
+    inline = section.optional_string(name)
+    file_name = section.optional_string(f"{name}_file")
+    if inline is not None and file_name is not None:
+        raise ConfigError(section.key(f"{name}_file"), f"give {name} or {name}_file, not both")
+    if file_name is None:
+        return None if inline is None else Secret(inline)
+    try:
+        text = (base_dir / file_name).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(section.key(f"{name}_file"), f"cannot read: {exc.strerror}") from exc
+    if not text:
+        raise ConfigError(section.key(f"{name}_file"), "the file is empty")
+    return Secret(text)

@@ -6,10 +6,13 @@ Times are epoch seconds so that every process sharing Redis reads them alike.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
 from extauthz_server.identity import Identity, Inactive
+from extauthz_server.secret import Secret
 
 FORMAT_VERSION = 1
 
@@ -119,3 +122,50 @@ def _texts(value: object) -> list[str]:
     if not isinstance(value, list):
         raise EntryFormatError("expected a list")
     return [_text(item) for item in value]
+
+
+_SEAL_PREFIX = b"s1."
+_SEAL_LABEL = b"extauthz-server redis entry seal v1"
+_TAG_BYTES = hashlib.sha256().digest_size
+
+
+def seal_key(secret: Secret) -> bytes:
+    """The HMAC key for entries, derived so that the secret itself (say, the provider's
+    client secret) is never used for anything but its own purpose."""
+    return hmac.new(secret.reveal().encode(), _SEAL_LABEL, hashlib.sha256).digest()
+
+
+class EntrySeal:
+    """An HMAC-SHA256 over an entry, its token digest and its namespace. Whoever can write
+    to Redis but lacks the key can then drop entries but not grant access: they can neither
+    forge an identity nor move one to another token's or another provider's key. Without a
+    key, entries go unsealed."""
+
+    def __init__(self, key: bytes | None, namespace: str) -> None:
+        self._key = key
+        self._context = namespace.encode() + b"\0"
+
+    @property
+    def sealing(self) -> bool:
+        return self._key is not None
+
+    def seal(self, digest: bytes, payload: bytes) -> bytes:
+        if self._key is None:
+            return payload
+        return _SEAL_PREFIX + self._tag(self._key, digest, payload) + payload
+
+    def open(self, digest: bytes, data: bytes) -> bytes:
+        """The payload; raises EntryFormatError when a key is set and the seal is missing
+        or does not verify."""
+        if self._key is None:
+            return data
+        start = len(_SEAL_PREFIX) + _TAG_BYTES
+        if not data.startswith(_SEAL_PREFIX) or len(data) < start:
+            raise EntryFormatError("unsealed cache entry")
+        tag, payload = data[len(_SEAL_PREFIX) : start], data[start:]
+        if not hmac.compare_digest(tag, self._tag(self._key, digest, payload)):
+            raise EntryFormatError("cache entry seal does not verify")
+        return payload
+
+    def _tag(self, key: bytes, digest: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, self._context + digest + payload, hashlib.sha256).digest()

@@ -12,7 +12,7 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 from extauthz_server.circuit_breaker import BreakerSettings
-from extauthz_server.config_reader import Section
+from extauthz_server.config_reader import Section, optional_secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.secret import Secret
 
@@ -227,25 +227,16 @@ def _auth(section: Section, base_dir: Path) -> ApiAuth:
 
 
 def _token(auth: Section, base_dir: Path) -> Secret:
-    inline = auth.optional_string("token")
-    file_name = auth.optional_string("token_file")
-    if inline is not None and file_name is not None:
-        raise ConfigError(auth.key("token_file"), "give token or token_file, not both")
-    if file_name is not None:
-        try:
-            text = (base_dir / file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(auth.key("token_file"), f"cannot read: {exc.strerror}") from exc
-        key, token = auth.key("token_file"), text
-    elif inline is not None:
-        key, token = auth.key("token"), inline
-    else:
+    token = optional_secret(auth, "token", base_dir)
+    if token is None:
         raise ConfigError(auth.key("token"), "is required (or token_file) for bearer auth")
     # The value goes into a header: refuse what would split it or be sent mangled. The
     # message never quotes the token.
-    if not token or any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in token):
-        raise ConfigError(key, "must be non-empty printable ASCII without spaces")
-    return Secret(token)
+    text = token.reveal()
+    if any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in text):
+        key = auth.key("token_file" if auth.has("token_file") else "token")
+        raise ConfigError(key, "must be printable ASCII without spaces")
+    return token
 
 
 def _choice(section: Section, name: str, kind: type[E], default: str, *, upper: bool = False) -> E:

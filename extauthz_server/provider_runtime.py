@@ -13,6 +13,7 @@ from extauthz_server.config import Config
 from extauthz_server.config_providers import JWT, JWT_THEN_INTROSPECTION, ProviderConfig
 from extauthz_server.discovery import EndpointSource
 from extauthz_server.enrichment import EnrichedIdentitySource, build_enriched_source
+from extauthz_server.entries import seal_key
 from extauthz_server.errors import ProviderError
 from extauthz_server.introspection import ClientCredentials
 from extauthz_server.jwks import JwksCache
@@ -28,6 +29,7 @@ from extauthz_server.providers import (
 )
 from extauthz_server.redis_cache import RedisCache, connect
 from extauthz_server.resolver import CachePolicy, IdentityResolver
+from extauthz_server.secret import Secret
 from extauthz_server.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ async def start_provider(
             namespace,
             cache.redis_timeout_s,
             horizon_s,
+            seal_key=_seal_key(cache.redis_signing_key, provider),
         )
         await shared.warm_up(REDIS_CONNECT_TIMEOUT_S)
         tasks.append(asyncio.create_task(shared.listen(local.invalidate)))
@@ -164,3 +167,15 @@ async def start_provider(
         )
     source: TokenSource = enrichment or resolver
     return ProviderRuntime(provider, endpoints, keys, local, shared, resolver, source, enrichment)
+
+
+def _seal_key(configured: Secret | None, provider: ProviderConfig) -> bytes | None:
+    secret = configured if configured is not None else provider.client_secret
+    if secret is None:
+        log.warning(
+            "cache entries of provider %s are not sealed in redis (no cache.redis_signing_key "
+            "and no client secret): whoever can write to redis can place identities there",
+            provider.name,
+        )
+        return None
+    return seal_key(secret)

@@ -19,7 +19,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from extauthz_server.entries import CacheEntry, EntryFormatError, decode_entry, encode_entry
+from extauthz_server.entries import (
+    CacheEntry,
+    EntryFormatError,
+    EntrySeal,
+    decode_entry,
+    encode_entry,
+)
 from extauthz_server.local_cache import Invalidation
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ T = TypeVar("T")
 RETRY_INTERVAL_S = 1.0
 SLOW_CALLS_BEFORE_BACKING_OFF = 3
 LISTEN_BACKOFF_MAX_S = 5.0
+# Unreadable entries (a forgery, another key, an older format) are logged this often at most.
+UNREADABLE_LOG_INTERVAL_S = 60.0
 MAX_INVALIDATION_BYTES = 64 * 1024
 
 
@@ -57,9 +65,12 @@ class RedisCache:
         horizon_s: float,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        seal_key: bytes | None = None,
     ) -> None:
         self._client = client
         self._namespace = namespace
+        self._seal = EntrySeal(seal_key, namespace)
         self._timeout_s = timeout_s
         # Longest any entry can live (fresh + stale); session indexes and revocation
         # markers are kept this long.
@@ -70,6 +81,8 @@ class RedisCache:
         self._down = False
         self._slow_in_a_row = 0
         self.errors = 0
+        self.unreadable_entries = 0
+        self._unreadable_logged_at: float | None = None
         self.channel = f"{namespace}:invalidate"
 
     @property
@@ -135,9 +148,18 @@ class RedisCache:
         if data is None:
             return None
         try:
-            return decode_entry(data)
-        except EntryFormatError:
-            log.warning("ignoring an unreadable cache entry in redis")
+            return decode_entry(self._seal.open(digest, data))
+        except EntryFormatError as exc:
+            self.unreadable_entries += 1
+            now = self._monotonic()
+            logged_at = self._unreadable_logged_at
+            if logged_at is None or now - logged_at >= UNREADABLE_LOG_INTERVAL_S:
+                self._unreadable_logged_at = now
+                log.warning(
+                    "ignoring an unreadable cache entry in redis (%s); %d so far",
+                    exc,
+                    self.unreadable_entries,
+                )
             return None
 
     async def put(self, digest: bytes, entry: CacheEntry) -> None:
@@ -153,7 +175,7 @@ class RedisCache:
 
         async def write() -> None:
             pipe = self._client.pipeline(transaction=False)
-            pipe.set(key, encode_entry(entry), px=ttl_ms)
+            pipe.set(key, self._seal.seal(digest, encode_entry(entry)), px=ttl_ms)
             for index in (
                 self._session_key(sid) if sid else None,
                 self._subject_key(subject) if subject else None,

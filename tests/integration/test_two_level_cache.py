@@ -10,9 +10,13 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from extauthz_server.entries import CacheEntry, EntrySeal, encode_entry, seal_key
+from extauthz_server.identity import Identity
 from extauthz_server.local_cache import Invalidation
+from extauthz_server.secret import Secret
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
+from tests.support.configs import DEMO_CLIENT_SECRET
 from tests.support.keycloak_standin import Fault, KeycloakStandIn, active_document
 from tests.support.redis_server import RedisCluster, RedisServer
 
@@ -74,6 +78,71 @@ async def test_redis_holds_only_the_derived_identity_under_a_digest_key(
     assert b"secret-token-body" not in value
     assert b"realm_access" not in value
     assert b'"manager"' in value
+
+
+ADMIN = Identity(
+    subject="mallory",
+    username="mallory",
+    email=None,
+    client_id="web-app",
+    scopes=frozenset(),
+    provider_roles=frozenset({"admin", "manager"}),
+    expires_at=None,
+)
+
+
+async def write_entry(redis_url: str, token: str, data: bytes) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        await client.set(f"extauthz:id:{digest}", data, px=60_000)
+    finally:
+        await client.aclose()
+
+
+def forged_entry(token: str, seal: EntrySeal) -> bytes:
+    now = time.time()
+    payload = encode_entry(CacheEntry(ADMIN, now + 60, now + 60))
+    return seal.seal(hashlib.sha256(token.encode()).digest(), payload)
+
+
+@pytest.mark.parametrize(
+    "seal",
+    [
+        EntrySeal(None, "extauthz"),
+        EntrySeal(seal_key(Secret("a-key-that-is-not-the-servers-0123")), "extauthz"),
+        EntrySeal(seal_key(Secret(DEMO_CLIENT_SECRET)), "extauthz:other"),
+    ],
+    ids=["unsealed", "sealed-with-another-key", "sealed-for-another-namespace"],
+)
+async def test_an_identity_written_into_redis_without_the_key_grants_nothing(
+    authz_with_redis: RunningAuthz,
+    standin: KeycloakStandIn,
+    redis_server: RedisServer,
+    seal: EntrySeal,
+) -> None:
+    await write_entry(redis_server.url, "made-up-token", forged_entry("made-up-token", seal))
+
+    # The stand-in does not know the token: only the forged entry could make it an admin.
+    assert await status_of(authz_with_redis, "made-up-token", "/admin") == 401
+    assert len(standin.calls) == 1
+    assert authz_with_redis.server.shared_cache is not None
+    assert authz_with_redis.server.shared_cache.unreadable_entries == 1
+
+
+async def test_replicas_with_different_signing_keys_do_not_use_each_others_entries(
+    start_authz: StartAuthz, standin: KeycloakStandIn, redis_server: RedisServer
+) -> None:
+    standin.documents["bob"] = active_document("bob", ["manager"])
+    first = await start_authz(cache=with_redis(redis_server.url, redis_signing_key="a" * 32))
+    same = await start_authz(cache=with_redis(redis_server.url, redis_signing_key="a" * 32))
+    other = await start_authz(cache=with_redis(redis_server.url, redis_signing_key="b" * 32))
+
+    assert await allowed(first, "bob")
+    assert await allowed(same, "bob")
+    assert len(standin.calls) == 1
+    assert await allowed(other, "bob")
+    assert len(standin.calls) == 2
 
 
 @pytest.fixture

@@ -460,3 +460,54 @@ def test_uvloop_event_loop_is_accepted_when_installed() -> None:
 
     assert config.server.event_loop == "uvloop"
     assert parse_config(PROVIDER, {}).server.event_loop == "asyncio"
+
+
+SIGNING_KEY = "0123456789abcdef0123456789abcdef"
+REDIS_CACHE = "cache:\n  redis_url: redis://127.0.0.1:6379/0\n"
+
+
+def test_the_redis_signing_key_is_a_secret_inline_or_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "seal.key").write_text(SIGNING_KEY + "\n", encoding="utf-8")
+
+    inline = parse_config(PROVIDER + REDIS_CACHE + f"  redis_signing_key: {SIGNING_KEY}\n", {})
+    from_file = parse_config(
+        PROVIDER + REDIS_CACHE + "  redis_signing_key_file: seal.key\n", {}, base_dir=tmp_path
+    )
+    unset = parse_config(PROVIDER + REDIS_CACHE, {})
+
+    assert revealed(inline.cache.redis_signing_key) == SIGNING_KEY
+    assert revealed(from_file.cache.redis_signing_key) == SIGNING_KEY
+    assert unset.cache.redis_signing_key is None
+    assert SIGNING_KEY not in repr(inline.cache)
+
+
+@pytest.mark.parametrize(
+    ("cache", "key", "problem"),
+    [
+        (REDIS_CACHE + "  redis_signing_key: short\n", "cache.redis_signing_key", "at least 32"),
+        (
+            f"cache:\n  redis_signing_key: {SIGNING_KEY}\n",
+            "cache.redis_signing_key",
+            "needs cache.redis_url",
+        ),
+        (
+            REDIS_CACHE + f"  redis_signing_key: {SIGNING_KEY}\n  redis_signing_key_file: k\n",
+            "cache.redis_signing_key_file",
+            "not both",
+        ),
+        (
+            REDIS_CACHE + "  redis_signing_key_file: absent\n",
+            "cache.redis_signing_key_file",
+            "cannot read",
+        ),
+    ],
+    ids=["too-short", "without-redis", "inline-and-file", "missing-file"],
+)
+def test_an_unusable_redis_signing_key_is_an_error(
+    tmp_path: Path, cache: str, key: str, problem: str
+) -> None:
+    error = config_error(PROVIDER + cache, base_dir=tmp_path)
+
+    assert error.key_path == key
+    assert problem in error.problem
+    assert "short" not in str(error)
