@@ -76,6 +76,13 @@ class MemoryCache(Generic[K, V]):
         self._remove(key)
         return entry.value
 
+    def clear(self) -> int:
+        """Drop every entry; returns how many there were."""
+        count = len(self._entries)
+        for key in list(self._entries):
+            self._remove(key)
+        return count
+
     def _remove(self, key: K) -> None:
         entry = self._entries.pop(key)
         self._bytes -= entry.size

@@ -67,6 +67,10 @@ class LocalIdentityCache:
     def is_revoked(self, session_id: str | None) -> bool:
         return session_id is not None and bool(self._revoked_sessions.get(session_id))
 
+    def drop_entries(self) -> int:
+        """Drop every entry (revoked sessions are still remembered); returns how many."""
+        return self._entries.clear()
+
     def invalidate(self, invalidation: Invalidation) -> int:
         """Drop every entry of the session or subject; returns how many were dropped."""
         digests = set(invalidation.digests)

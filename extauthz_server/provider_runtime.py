@@ -142,7 +142,7 @@ async def start_provider(
             seal_key=_seal_key(cache.redis_signing_key, provider),
         )
         await shared.warm_up(REDIS_CONNECT_TIMEOUT_S)
-        tasks.append(asyncio.create_task(shared.listen(local.invalidate)))
+        tasks.append(asyncio.create_task(shared.listen(local.invalidate, local.drop_entries)))
     resolver = IdentityResolver(
         strategy,
         local,

@@ -82,6 +82,8 @@ class RedisCache:
         self._slow_in_a_row = 0
         self.errors = 0
         self.unreadable_entries = 0
+        self.resubscriptions = 0
+        self._on_resubscribed: Callable[[], int] | None = None
         self._unreadable_logged_at: float | None = None
         self.channel = f"{namespace}:invalidate"
 
@@ -223,9 +225,22 @@ class RedisCache:
         await self._call("invalidate", write)
         return complete
 
-    async def listen(self, on_invalidation: Callable[[Invalidation], object]) -> None:
-        """Apply every invalidation published by any process, until cancelled; reconnects."""
+    async def listen(
+        self,
+        on_invalidation: Callable[[Invalidation], object],
+        on_resubscribed: Callable[[], int] | None = None,
+    ) -> None:
+        """Apply every invalidation published by any process, until cancelled; reconnects.
+
+        Pub/sub keeps no messages for absent subscribers, so a logout published while this
+        process was not subscribed is lost. `on_resubscribed` runs after subscribing again
+        (after a lost connection, or a first attempt that failed) to forget what such a
+        logout may have left (the process's L1); it returns how many entries it dropped. L2
+        itself was cleaned by the process that published.
+        """
+        self._on_resubscribed = on_resubscribed
         backoff = 0.2
+        missed_some = False
         while True:
             pubsub = None
             try:
@@ -236,6 +251,13 @@ class RedisCache:
                 pubsub = self._client.pubsub()
                 await pubsub.subscribe(self.channel)
                 backoff = 0.2
+                if missed_some:
+                    self._resubscribed()
+                connection = getattr(pubsub, "connection", None)
+                if connection is not None:
+                    # redis-py reconnects a dropped pub/sub connection and subscribes again
+                    # by itself, inside get_message: this is how we learn of the gap.
+                    connection.register_connect_callback(self._pubsub_reconnected)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None or message.get("type") != "message":
@@ -244,6 +266,7 @@ class RedisCache:
                     if invalidation is not None:
                         on_invalidation(invalidation)
             except Exception as exc:
+                missed_some = True
                 log.debug("invalidation channel lost (%s); reconnecting", type(exc).__name__)
             finally:
                 if pubsub is not None:
@@ -251,6 +274,21 @@ class RedisCache:
                         await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, LISTEN_BACKOFF_MAX_S)
+
+    def _pubsub_reconnected(self, _connection: object) -> None:
+        self._resubscribed()
+
+    def _resubscribed(self) -> None:
+        self.resubscriptions += 1
+        if self._on_resubscribed is None:
+            return
+        dropped = self._on_resubscribed()
+        if dropped:
+            log.info(
+                "subscribed to invalidations again; dropped %d in-process entries that may "
+                "have missed a logout",
+                dropped,
+            )
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):

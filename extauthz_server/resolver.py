@@ -51,6 +51,7 @@ class ResolverStats:
     stale_served: int = 0
     saturated: int = 0
     in_flight: int = 0
+    max_in_flight: int = 0  # the most strategy calls ever open at once
 
 
 # Which level answered the current Check (read by the audit line): "l1", "l2", "provider",
@@ -158,6 +159,7 @@ class IdentityResolver:
                 raise ProviderUnavailable("introspection concurrency limit reached")
             self.stats.lookups += 1
             self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
                 return await self._strategy.identify(token, remaining)
             finally:

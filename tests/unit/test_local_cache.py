@@ -91,6 +91,19 @@ def test_evicted_entries_leave_the_session_index(cache: LocalIdentityCache) -> N
     assert len(small) == 1
 
 
+def test_dropping_every_entry_keeps_the_revoked_sessions(cache: LocalIdentityCache) -> None:
+    cache.put(b"t1", entry(identity("bob", "s1")))
+    cache.put(b"t2", entry(identity("carol", "s2")))
+    cache.invalidate(Invalidation(session_id="s3"))
+
+    assert cache.drop_entries() == 2
+
+    assert len(cache) == 0
+    assert cache.size_bytes == 0
+    assert cache.invalidate(Invalidation(subject="bob")) == 0
+    assert cache.is_revoked("s3")
+
+
 def test_entries_are_kept_until_their_stale_limit(cache: LocalIdentityCache) -> None:
     clock = Clock()
     local = LocalIdentityCache(10, 1 << 20, revoked_horizon_s=600, wall_clock=clock)
