@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,6 +49,8 @@ class AuthorizerSettings:
     header_names: HeaderNames
     realm: str
     max_token_bytes: int
+    # Provider name → its realm, for the challenge of routes pinned to a provider.
+    provider_realms: Mapping[str, str] = field(default_factory=dict)
     # At most this many allow decisions are kept for reuse (never more than the L1 holds).
     decision_memo_size: int = ALLOWED_MEMO_SIZE
     # A signed identity token for the upstream on every allow with an identity (None: off).
@@ -72,6 +74,8 @@ class _State:
     denials: Denials
     clock: Callable[[], float]
     minter: IdentityTokenMinter | None
+    # For routes pinned to a provider: denials that name that provider's realm.
+    provider_denials: dict[str, Denials]
     # (id of the Identity object, route name) → (that Identity, its Decision, the time until
     # which the Decision's minted token may be reused, or None when it carries none). The
     # Identity is kept so a reused id can never be mistaken for it.
@@ -83,7 +87,18 @@ class _State:
     def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
         token = settings.identity_token
         minter = IdentityTokenMinter(token) if token is not None else None
-        return cls(settings, Denials(settings.realm), clock, minter)
+        default = Denials(settings.realm)
+        by_realm = {settings.realm: default}
+        provider_denials = {
+            name: by_realm.setdefault(realm, Denials(realm))
+            for name, realm in settings.provider_realms.items()
+        }
+        return cls(settings, default, clock, minter, provider_denials)
+
+    def denials_for(self, route: Route) -> Denials:
+        if route.provider is None:
+            return self.denials
+        return self.provider_denials.get(route.provider, self.denials)
 
     def remembered(self, route: Route, identity: Identity) -> Decision | None:
         memo = self.allowed.get((id(identity), route.name))
@@ -160,6 +175,7 @@ class Authorizer:
         route = settings.policy.match(request.host, path, request.method)
         if route is None:
             return denials.deny(Reason.NO_ROUTE)
+        denials = state.denials_for(route)
         token = extract_bearer(request.authorization, settings.max_token_bytes)
         if route.public:
             return await self._check_public(state, route, token, timeout_s)

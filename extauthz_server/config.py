@@ -401,6 +401,7 @@ def authorizer_settings(config: Config) -> AuthorizerSettings:
         header_names=config.headers,
         realm=config.provider.realm,
         max_token_bytes=config.max_token_bytes,
+        provider_realms={provider.name: provider.realm for provider in config.providers},
         decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries),
         identity_token=config.identity_token,
     )

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from extauthz_server.authorizer import Authorizer, IdentitySource
 from extauthz_server.config import Config, authorizer_settings, parse_config
@@ -453,3 +454,35 @@ async def test_a_cached_identity_gets_the_same_decision_until_the_settings_chang
     assert other_route.route == "default"
     assert after_reload is not first
     assert after_reload == first
+
+
+async def test_a_route_pinned_to_a_provider_challenges_for_that_providers_realm() -> None:
+    document = {
+        "providers": [
+            {
+                "name": "demo",
+                "issuer": "https://sso.example.test/realms/demo",
+                "client_id": "ext-authz",
+                "client_secret": "s3cret",
+            },
+            {
+                "name": "partners",
+                "issuer": "https://sso.example.test/realms/partners",
+                "strategy": "jwt",
+            },
+        ],
+        "routes": [
+            {"name": "partner-api", "path_prefix": "/partners", "provider": "partners"},
+            {"name": "default", "path_prefix": "/"},
+        ],
+    }
+    config = parse_config(yaml.safe_dump(document), {})
+    authorizer = Authorizer(settings_from(config), FakeIdentitySource({}))
+
+    pinned = await authorizer.check(request("/partners/orders"), TIMEOUT_S)
+    unpinned = await authorizer.check(request("/orders"), TIMEOUT_S)
+    inactive = await authorizer.check(request("/partners/orders", "unknown"), TIMEOUT_S)
+
+    assert www_authenticate(pinned) == 'Bearer realm="partners"'
+    assert www_authenticate(unpinned) == 'Bearer realm="demo"'
+    assert (www_authenticate(inactive) or "").startswith('Bearer realm="partners", error=')
