@@ -115,8 +115,8 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 provider += asyncio.run(_provider_alone(endpoint, args.calls))
-                for event_loop, server in servers.items():
-                    cold[event_loop] += _cold_checks(server.grpc_port, args.calls)
+                for row, server in servers.items():
+                    cold[row] += _cold_checks(server.grpc_port, args.calls)
         finally:
             for server in servers.values():
                 server.stop()
@@ -124,11 +124,11 @@ def main() -> None:
             standin.wait(10)
     print(f"sequential calls, {args.rounds} x {args.calls} each, every token new")
     print(latency_summary("provider alone (introspection)", provider))
-    for event_loop, samples in cold.items():
-        print(latency_summary(f"extauthz-server Check, cold, {event_loop}", samples))
-    for event_loop, samples in cold.items():
+    for row, samples in cold.items():
+        print(latency_summary(f"extauthz-server Check, cold, {row}", samples))
+    for row, samples in cold.items():
         added = statistics.median(samples) - statistics.median(provider)
-        print(f"the cold path adds {added:.0f} µs on {event_loop} (median difference)")
+        print(f"the cold path adds {added:.0f} µs on {row} (median difference)")
 
 
 if __name__ == "__main__":

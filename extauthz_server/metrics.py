@@ -84,6 +84,7 @@ class CacheReadings:
     l1_bytes: int
     redis_errors: int
     redis_available: bool | None
+    redis_writes_dropped: int = 0
     permission_cache_hits: int = 0
     permission_calls: int = 0
     permission_failures: int = 0
@@ -172,6 +173,11 @@ class _Collector(Collector):
         )
         yield CounterMetricFamily(
             "extauthz_redis_errors", "Failed or timed-out Redis calls.", value=cache.redis_errors
+        )
+        yield CounterMetricFamily(
+            "extauthz_redis_writes_dropped",
+            "Cache entries not written to Redis because too many writes were under way.",
+            value=cache.redis_writes_dropped,
         )
         if cache.redis_available is not None:
             yield GaugeMetricFamily(

@@ -38,6 +38,10 @@ SLOW_CALLS_BEFORE_BACKING_OFF = 3
 LISTEN_BACKOFF_MAX_S = 5.0
 # Unreadable entries (a forgery, another key, an older format) are logged this often at most.
 UNREADABLE_LOG_INTERVAL_S = 60.0
+# Entries written in the background, at most this many at once; past it a write is dropped.
+MAX_PENDING_WRITES = 1024
+# How long closing waits for background writes before cancelling them.
+CLOSE_WRITE_GRACE_S = 0.5
 MAX_INVALIDATION_BYTES = 64 * 1024
 
 
@@ -82,6 +86,8 @@ class RedisCache:
         self._slow_in_a_row = 0
         self.errors = 0
         self.unreadable_entries = 0
+        self.writes_dropped = 0
+        self._pending_writes: set[asyncio.Task[None]] = set()
         self.resubscriptions = 0
         self._on_resubscribed: Callable[[], int] | None = None
         self._unreadable_logged_at: float | None = None
@@ -188,6 +194,35 @@ class RedisCache:
             await pipe.execute()
 
         await self._call("put", write)
+        if sid is not None:
+            # A logout that read the session's index just before this write did not see the
+            # entry. It wrote the session's revoked marker before reading, so the marker is
+            # visible now: take the entry back out.
+            revoked = await self._call("get", lambda: self._client.exists(self._revoked_key(sid)))
+            if revoked:
+                await self._call("put", lambda: self._client.delete(key))
+
+    def put_later(self, digest: bytes, entry: CacheEntry) -> None:
+        """`put` in the background, so the check that learnt the entry does not wait the
+        two Redis round trips (about 0.9 ms here) of writing it. Past MAX_PENDING_WRITES
+        writes under way (Redis slow or gone) a write is dropped: the entry is in L1, and
+        other processes ask the provider once more."""
+        if len(self._pending_writes) >= MAX_PENDING_WRITES:
+            self.writes_dropped += 1
+            return
+        task = asyncio.create_task(self.put(digest, entry))
+        self._pending_writes.add(task)
+        task.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._pending_writes.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("redis write failed: %s", type(exc).__name__)
+
+    async def settle(self, timeout_s: float | None = None) -> None:
+        """Wait for the background writes under way (at most `timeout_s`)."""
+        if self._pending_writes:
+            await asyncio.wait(set(self._pending_writes), timeout=timeout_s)
 
     async def invalidate(self, invalidation: Invalidation) -> Invalidation:
         """Drop the session's (or subject's) entries from Redis, remember the session as
@@ -208,6 +243,13 @@ class RedisCache:
                         )
             return found
 
+        if invalidation.session_id is not None:
+            # Marked before the index is read, so that a write racing with this logout
+            # either lands in the index read below or sees the marker afterwards (see put).
+            revoked_key = self._revoked_key(invalidation.session_id)
+            await self._call(
+                "invalidate", lambda: self._client.set(revoked_key, b"1", ex=self._horizon_s)
+            )
         digests = set(invalidation.digests) | (await self._call("read index", members) or set())
         complete = Invalidation(invalidation.session_id, invalidation.subject, tuple(digests))
 
@@ -217,8 +259,6 @@ class RedisCache:
                 pipe.delete(self._entry_key(digest))
             for index in indexes:
                 pipe.delete(index)
-            if invalidation.session_id is not None:
-                pipe.set(self._revoked_key(invalidation.session_id), b"1", ex=self._horizon_s)
             await pipe.execute()
             await self._client.publish(self.channel, _encode_invalidation(complete))
 
@@ -291,6 +331,9 @@ class RedisCache:
             )
 
     async def close(self) -> None:
+        await self.settle(CLOSE_WRITE_GRACE_S)
+        for task in list(self._pending_writes):
+            task.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 

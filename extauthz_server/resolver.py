@@ -29,7 +29,7 @@ class SharedCache(Protocol):
 
     async def get(self, digest: bytes) -> CacheEntry | None: ...
 
-    async def put(self, digest: bytes, entry: CacheEntry) -> None: ...
+    def put_later(self, digest: bytes, entry: CacheEntry) -> None: ...
 
     async def invalidate(self, invalidation: Invalidation) -> Invalidation: ...
 
@@ -135,7 +135,7 @@ class IdentityResolver:
                 )
                 return stale.result
             raise
-        await self._store(digest, result)
+        self._store(digest, result)
         return result
 
     def _may_serve_stale(self, entry: CacheEntry) -> bool:
@@ -167,7 +167,7 @@ class IdentityResolver:
         finally:
             self._slots.release()
 
-    async def _store(self, digest: bytes, result: Identity | Inactive) -> None:
+    def _store(self, digest: bytes, result: Identity | Inactive) -> None:
         if result in DECIDED_LOCALLY:
             return
         now = self._wall_clock()
@@ -187,4 +187,4 @@ class IdentityResolver:
         entry = CacheEntry(result, fresh_until, stale_until)
         self._local.put(digest, entry)
         if self._shared is not None:
-            await self._shared.put(digest, entry)
+            self._shared.put_later(digest, entry)

@@ -87,6 +87,7 @@ class Server:
             l1_entries=sum(len(p.local) for p in self.providers),
             l1_bytes=sum(p.local.size_bytes for p in self.providers),
             redis_errors=sum(c.errors for c in shared),
+            redis_writes_dropped=sum(c.writes_dropped for c in shared),
             redis_available=all(c.available for c in shared) if shared else None,
             permission_cache_hits=sum(e.stats.cache_hits for e in enrichments),
             permission_calls=sum(e.stats.calls for e in enrichments),

@@ -25,6 +25,12 @@ class RunningAuthz:
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.server.http_port}"
 
+    async def redis_settled(self) -> None:
+        """Wait for the cache entries this server is still writing to Redis."""
+        for provider in self.server.providers:
+            if provider.shared is not None:
+                await provider.shared.settle()
+
 
 StartAuthz = Callable[..., Awaitable[RunningAuthz]]
 

@@ -47,6 +47,7 @@ async def test_second_replica_answers_from_redis_without_asking_the_provider(
     second = await start_authz(cache=with_redis(redis_server.url))
 
     assert await allowed(first, "bob")
+    await first.redis_settled()
     response = await call_check(second.channel, check_request("/api/forms", token="bob"))
 
     assert upstream_headers(response)["x-auth-roles"] == "creator"
@@ -62,6 +63,7 @@ async def test_redis_holds_only_the_derived_identity_under_a_digest_key(
     standin.documents[token] = active_document("bob", ["manager"], sid="s-bob")
 
     assert await allowed(authz_with_redis, token)
+    await authz_with_redis.redis_settled()
 
     client = aioredis.from_url(redis_server.url)
     try:
@@ -139,6 +141,7 @@ async def test_replicas_with_different_signing_keys_do_not_use_each_others_entri
     other = await start_authz(cache=with_redis(redis_server.url, redis_signing_key="b" * 32))
 
     assert await allowed(first, "bob")
+    await first.redis_settled()
     assert await allowed(same, "bob")
     assert len(standin.calls) == 1
     assert await allowed(other, "bob")

@@ -245,7 +245,7 @@ class CountingSharedCache:
         self.reads += 1
         return None
 
-    async def put(self, digest: bytes, entry: CacheEntry) -> None:
+    def put_later(self, digest: bytes, entry: CacheEntry) -> None:
         return None
 
     async def invalidate(self, invalidation: Invalidation) -> Invalidation:
