@@ -5,7 +5,9 @@ run, interleaved round by round, this measures sequentially:
   - the provider alone: an HTTP client in this process POSTing RFC 7662 introspections to
     the stand-in over a kept-alive connection, as our server does;
   - a cold Check: a gRPC Check to our server (its own process, cache TTL 0) with a token it
-    has never seen, so it introspects at the stand-in before answering.
+    has never seen, so it introspects at the stand-in before answering;
+  - the same with Redis as L2 (cache TTL 60 s): the check also misses in Redis first, and
+    its answer is written to both levels.
 
     .venv/bin/python -m bench.cold_path [--calls 2000] [--rounds 3]
 
@@ -34,6 +36,7 @@ from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import check_request
 from tests.support.configs import DEMO_CLIENT_SECRET, seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn
+from tests.support.redis_server import RedisServer
 
 _BASIC = "Basic " + base64.b64encode(f"ext-authz:{DEMO_CLIENT_SECRET}".encode()).decode()
 
@@ -93,24 +96,27 @@ def main() -> None:
         serve_standin(args.serve_standin)
         return
     provider: list[float] = []
-    cold: dict[str, list[float]] = {"asyncio": [], "uvloop": []}
+    cold: dict[str, list[float]] = {"asyncio": [], "uvloop": [], "asyncio, with Redis": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         port_file = workdir / "standin.port"
         argv = ["-m", "bench.cold_path", "--serve-standin", str(port_file)]
         standin, port = spawn_with_port_file(argv, port_file, "the stand-in")
+        redis = RedisServer.start(workdir / "redis")
         issuer = f"http://127.0.0.1:{port}/realms/demo"
         servers: dict[str, AuthzProcess] = {}
-        for event_loop in cold:
-            (workdir / event_loop).mkdir()
+        for index, row in enumerate(cold):
+            with_redis = row.endswith("with Redis")
             config = seed_config_text(
                 issuer,
-                ttl_seconds=0,
+                ttl_seconds=60 if with_redis else 0,
                 timeout_ms=1000,
                 logging={"audit": False},
-                server={"event_loop": event_loop},
+                server={"event_loop": row.split(",")[0]},
+                cache={"redis_url": redis.url} if with_redis else None,
             )
-            servers[event_loop] = AuthzProcess.start(config, workdir / event_loop)
+            (workdir / f"server{index}").mkdir()
+            servers[row] = AuthzProcess.start(config, workdir / f"server{index}")
         endpoint = f"{issuer}/protocol/openid-connect/token/introspect"
         try:
             for _ in range(args.rounds):
@@ -120,6 +126,7 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
+            redis.stop()
             standin.terminate()
             standin.wait(10)
     print(f"sequential calls, {args.rounds} x {args.calls} each, every token new")
