@@ -277,15 +277,26 @@ async def test_stale_identity_is_never_served_past_the_token_exp(
     assert await status_of(authz, "bob") == 503
 
 
-async def test_invalidation_on_one_replica_empties_the_other_replicas_cache(
+async def two_replicas_caching_a_logged_out_session(
     start_authz: StartAuthz, standin: KeycloakStandIn, redis_server: RedisServer
-) -> None:
+) -> tuple[RunningAuthz, RunningAuthz]:
+    """Two replicas that both hold bob's session "s-bob" in L1, which Keycloak has since
+    ended: only an invalidation can make them refuse it before the hour-long TTL."""
     standin.documents["bob"] = active_document("bob", ["manager"], sid="s-bob")
     first = await start_authz(ttl_seconds=3600, cache=with_redis(redis_server.url))
     second = await start_authz(ttl_seconds=3600, cache=with_redis(redis_server.url))
     assert await allowed(first, "bob")
-    assert await allowed(second, "bob")  # now in both L1s
-    del standin.documents["bob"]  # Keycloak ended the session
+    assert await allowed(second, "bob")
+    del standin.documents["bob"]
+    return first, second
+
+
+async def test_invalidation_on_one_replica_empties_the_other_replicas_cache(
+    start_authz: StartAuthz, standin: KeycloakStandIn, redis_server: RedisServer
+) -> None:
+    first, second = await two_replicas_caching_a_logged_out_session(
+        start_authz, standin, redis_server
+    )
 
     assert first.server.resolver is not None
     started = time.monotonic()
@@ -300,12 +311,9 @@ async def test_invalidation_on_one_replica_empties_the_other_replicas_cache(
 async def test_a_logout_published_while_a_replica_was_unsubscribed_still_reaches_it(
     start_authz: StartAuthz, standin: KeycloakStandIn, redis_server: RedisServer
 ) -> None:
-    standin.documents["bob"] = active_document("bob", ["manager"], sid="s-bob")
-    first = await start_authz(ttl_seconds=3600, cache=with_redis(redis_server.url))
-    second = await start_authz(ttl_seconds=3600, cache=with_redis(redis_server.url))
-    assert await allowed(first, "bob")
-    assert await allowed(second, "bob")  # now in both L1s
-    del standin.documents["bob"]  # Keycloak ended the session
+    first, second = await two_replicas_caching_a_logged_out_session(
+        start_authz, standin, redis_server
+    )
     shared = second.server.shared_cache
     assert shared is not None
     resubscriptions = shared.resubscriptions
