@@ -43,6 +43,8 @@ class Inactive(enum.Enum):
     WRONG_TYPE = "wrong_type"
     NOT_YET_VALID = "not_yet_valid"
     UNKNOWN_ISSUER = "unknown_issuer"
+    # A valid token of a session that a logout ended (a JWT validates until its exp).
+    SESSION_ENDED = "session_ended"
 
 
 # Answers reached without asking the provider. They are not cached: checking again costs
@@ -57,6 +59,7 @@ DECIDED_LOCALLY = frozenset(
         Inactive.NOT_YET_VALID,
         Inactive.UNKNOWN_ISSUER,
         Inactive.EXPIRED,
+        Inactive.SESSION_ENDED,
     }
 )
 

@@ -34,6 +34,11 @@ from extauthz_server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
+# How long a logout is remembered in-process. Past the cache's own horizon this matters for
+# the JWT strategies, whose tokens validate until their exp: Keycloak's access tokens
+# outlive a logout by at most their lifespan (minutes, by default), never a day.
+REVOKED_SESSION_MEMORY_S = 86_400.0
+
 REDIS_CONNECT_TIMEOUT_S = 2.0
 PREPARE_RETRY_MAX_S = 30.0
 
@@ -122,7 +127,9 @@ async def start_provider(
     share = len(config.providers)
     horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)
     local = LocalIdentityCache(
-        max(1, cache.max_entries // share), max(64 * 1024, cache.max_bytes // share), horizon_s
+        max(1, cache.max_entries // share),
+        max(64 * 1024, cache.max_bytes // share),
+        max(horizon_s, REVOKED_SESSION_MEMORY_S),
     )
     shared = None
     if cache.redis_url is not None:

@@ -116,7 +116,11 @@ class IdentityResolver:
         deadline = time.monotonic() + timeout_s
         if self._shared is not None:
             shared = await self._shared.get(digest)
-            if shared is not None and shared.is_fresh(self._wall_clock()):
+            if (
+                shared is not None
+                and shared.is_fresh(self._wall_clock())
+                and not self._local.is_revoked(shared.session_id)
+            ):
                 self.stats.l2_hits += 1
                 lookup_level.set("l2")
                 self._local.put(digest, shared)
@@ -126,6 +130,10 @@ class IdentityResolver:
         lookup_level.set("provider")
         try:
             result = await self._identify(token, deadline)
+            if isinstance(result, Identity) and self._local.is_revoked(result.session_id):
+                # A logout ended the session: a JWT validated locally (or an answer that
+                # was under way) would otherwise still pass until the token expires.
+                result = Inactive.SESSION_ENDED
         except ProviderUnavailable:
             if stale is not None and self._may_serve_stale(stale):
                 self.stats.stale_served += 1

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extauthz_server.config import parse_config
+from extauthz_server.local_cache import Invalidation
 from tests.integration.conftest import Launch, RunningAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import DEMO_CLIENT_SECRET, SEED_ROUTES
@@ -147,6 +148,22 @@ async def test_jwt_strategy_authorises_full_tokens_without_calling_keycloak(
     assert erin_headers["x-auth-roles"] == "creator"
     assert erin_headers["x-auth-username"] == "erin"
     assert frank_status == PERMISSION_DENIED
+    assert authz.introspections() == 0
+
+
+async def test_under_jwt_a_logged_out_session_is_refused_although_its_token_still_validates(
+    keycloak: Keycloak, start: Start
+) -> None:
+    authz = await start([partners_provider(keycloak)])
+    token = partner_token(keycloak)
+    session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
+    assert (await authz.check("/api/forms", token))[0] == OK
+
+    # What a back-channel logout from Keycloak does for this session.
+    await authz.server.providers[0].resolver.invalidate(Invalidation(session_id=session_id))
+
+    assert (await authz.check("/api/forms", token))[0] == UNAUTHENTICATED
+    assert (await authz.check("/api/forms", partner_token(keycloak)))[0] == OK  # a new login
     assert authz.introspections() == 0
 
 

@@ -171,6 +171,20 @@ async def test_locally_decided_answers_are_not_cached_but_provider_answers_are()
     assert len(introspector.calls) == 1
 
 
+async def test_a_jwt_of_a_logged_out_session_is_refused_until_it_expires() -> None:
+    local = LocalIdentityCache(100, 1 << 20, 60)
+    resolver = IdentityResolver(JwtStrategy(verifier(), ROLE_CLAIMS), local, CachePolicy(60, 10))
+    token, other_session = signed(sid="s-1"), signed(sid="s-2")
+    assert isinstance(await resolver.resolve(token, 1.0), Identity)
+
+    await resolver.invalidate(Invalidation(session_id="s-1"))
+
+    for _ in range(3):
+        assert await resolver.resolve(token, 1.0) is Inactive.SESSION_ENDED
+    assert isinstance(await resolver.resolve(other_session, 1.0), Identity)
+    assert len(local) == 1  # the refusal is not cached; the other session is
+
+
 @dataclass
 class RecordingSource:
     name: str
