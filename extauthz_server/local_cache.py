@@ -4,7 +4,7 @@ every entry it must drop."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from extauthz_server.cache import MemoryCache
@@ -67,8 +67,11 @@ class LocalIdentityCache:
     def is_revoked(self, session_id: str | None) -> bool:
         return session_id is not None and bool(self._revoked_sessions.get(session_id))
 
-    def drop_entries(self) -> int:
-        """Drop every entry (revoked sessions are still remembered); returns how many."""
+    def catch_up(self, revoked_sessions: Iterable[str]) -> int:
+        """After missing logouts: remember `revoked_sessions` and drop every entry (they refill
+        from L2, which the logouts cleaned); returns how many entries were dropped."""
+        for session_id in revoked_sessions:
+            self._revoked_sessions.put(session_id, True, self._revoked_horizon_s)
         return self._entries.clear()
 
     def invalidate(self, invalidation: Invalidation) -> int:

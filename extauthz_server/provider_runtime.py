@@ -126,8 +126,9 @@ async def start_provider(
     cache = config.cache
     share = len(config.providers)
     horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)
+    local_entries = max(1, cache.max_entries // share)
     local = LocalIdentityCache(
-        max(1, cache.max_entries // share),
+        local_entries,
         max(64 * 1024, cache.max_bytes // share),
         max(horizon_s, REVOKED_SESSION_MEMORY_S),
     )
@@ -147,9 +148,11 @@ async def start_provider(
             cache.redis_timeout_s,
             horizon_s,
             seal_key=_seal_key(cache.redis_signing_key, provider),
+            revoked_memory_s=REVOKED_SESSION_MEMORY_S,
+            max_revoked_read=local_entries,
         )
         await shared.warm_up(REDIS_CONNECT_TIMEOUT_S)
-        tasks.append(asyncio.create_task(shared.listen(local.invalidate, local.drop_entries)))
+        tasks.append(asyncio.create_task(shared.listen(local.invalidate, local.catch_up)))
     resolver = IdentityResolver(
         strategy,
         local,

@@ -42,6 +42,8 @@ UNREADABLE_LOG_INTERVAL_S = 60.0
 MAX_PENDING_WRITES = 1024
 # How long closing waits for background writes before cancelling them.
 CLOSE_WRITE_GRACE_S = 0.5
+# Reading the revoked sessions back after a pub/sub gap (SCAN) may take this long.
+SCAN_TIMEOUT_S = 5.0
 MAX_INVALIDATION_BYTES = 64 * 1024
 
 
@@ -71,6 +73,8 @@ class RedisCache:
         monotonic: Callable[[], float] = time.monotonic,
         *,
         seal_key: bytes | None = None,
+        revoked_memory_s: float = 0.0,
+        max_revoked_read: int = 100_000,
     ) -> None:
         self._client = client
         self._namespace = namespace
@@ -79,6 +83,11 @@ class RedisCache:
         # Longest any entry can live (fresh + stale); session indexes and revocation
         # markers are kept this long.
         self._horizon_s = max(1, int(horizon_s) + 1)
+        # Revoked markers live as long as processes remember ended sessions, so that one
+        # that missed a logout can learn it from them (see listen).
+        self._revoked_ttl_s = max(self._horizon_s, int(revoked_memory_s))
+        self._max_revoked_read = max_revoked_read
+        self._recovery: asyncio.Task[None] | None = None
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._retry_at = 0.0
@@ -89,7 +98,7 @@ class RedisCache:
         self.writes_dropped = 0
         self._pending_writes: set[asyncio.Task[None]] = set()
         self.resubscriptions = 0
-        self._on_resubscribed: Callable[[], int] | None = None
+        self._on_resubscribed: Callable[[list[str]], int] | None = None
         self._unreadable_logged_at: float | None = None
         self.channel = f"{namespace}:invalidate"
 
@@ -248,7 +257,7 @@ class RedisCache:
             # either lands in the index read below or sees the marker afterwards (see put).
             revoked_key = self._revoked_key(invalidation.session_id)
             await self._call(
-                "invalidate", lambda: self._client.set(revoked_key, b"1", ex=self._horizon_s)
+                "invalidate", lambda: self._client.set(revoked_key, b"1", ex=self._revoked_ttl_s)
             )
         digests = set(invalidation.digests) | (await self._call("read index", members) or set())
         complete = Invalidation(invalidation.session_id, invalidation.subject, tuple(digests))
@@ -268,15 +277,16 @@ class RedisCache:
     async def listen(
         self,
         on_invalidation: Callable[[Invalidation], object],
-        on_resubscribed: Callable[[], int] | None = None,
+        on_resubscribed: Callable[[list[str]], int] | None = None,
     ) -> None:
         """Apply every invalidation published by any process, until cancelled; reconnects.
 
         Pub/sub keeps no messages for absent subscribers, so a logout published while this
-        process was not subscribed is lost. `on_resubscribed` runs after subscribing again
-        (after a lost connection, or a first attempt that failed) to forget what such a
-        logout may have left (the process's L1); it returns how many entries it dropped. L2
-        itself was cleaned by the process that published.
+        process was not subscribed is lost. After subscribing again (after a lost
+        connection, or a first attempt that failed), `on_resubscribed` gets the sessions
+        Redis marks as revoked, to remember them and forget what a missed logout may have
+        left (the process's L1); it returns how many entries it dropped. L2 itself was
+        cleaned by the process that published.
         """
         self._on_resubscribed = on_resubscribed
         backoff = 0.2
@@ -319,18 +329,40 @@ class RedisCache:
         self._resubscribed()
 
     def _resubscribed(self) -> None:
+        # Called from inside redis-py's reconnect too: the catching up runs as a task.
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self._recovery = asyncio.create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        revoked = await self.revoked_sessions()
+        dropped = self._on_resubscribed(revoked) if self._on_resubscribed is not None else 0
         self.resubscriptions += 1
-        if self._on_resubscribed is None:
-            return
-        dropped = self._on_resubscribed()
-        if dropped:
-            log.info(
-                "subscribed to invalidations again; dropped %d in-process entries that may "
-                "have missed a logout",
-                dropped,
-            )
+        log.info(
+            "subscribed to invalidations again; %d revoked sessions read back, %d in-process "
+            "entries dropped",
+            len(revoked),
+            dropped,
+        )
+
+    async def revoked_sessions(self) -> list[str]:
+        """The sessions Redis marks as revoked (at most `max_revoked_read`); [] on failure."""
+        prefix = self._revoked_key("")
+
+        async def scan() -> list[str]:
+            found: list[str] = []
+            async for key in self._client.scan_iter(match=prefix + "*", count=1000):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                found.append(text[len(prefix) :])
+                if len(found) >= self._max_revoked_read:
+                    break
+            return found
+
+        return await self._call("scan revoked", scan, SCAN_TIMEOUT_S) or []
 
     async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
         await self.settle(CLOSE_WRITE_GRACE_S)
         for task in list(self._pending_writes):
             task.cancel()

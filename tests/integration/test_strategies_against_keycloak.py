@@ -33,6 +33,7 @@ from tests.support.keycloak import (
 )
 from tests.support.permissions_api import Fault as PermissionsFault
 from tests.support.permissions_api import PermissionsApi
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.keycloak
 
@@ -86,6 +87,7 @@ def start(launch: Launch) -> Start:
         providers: list[dict[str, Any]],
         routes: list[dict[str, Any]] | None = None,
         mapping: dict[str, list[str]] | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> Running:
         document = {
             "server": {
@@ -95,7 +97,7 @@ def start(launch: Launch) -> Start:
             },
             "providers": providers,
             "roles": {"mapping": MAPPING | (mapping or {})},
-            "cache": {"ttl_seconds": 60, "max_entries": 10_000},
+            "cache": {"ttl_seconds": 60, "max_entries": 10_000} | (cache or {}),
             "routes": routes or SEED_ROUTES,
         }
         authz = await launch(parse_config(yaml.safe_dump(document), {}), None)
@@ -165,6 +167,31 @@ async def test_under_jwt_a_logged_out_session_is_refused_although_its_token_stil
     assert (await authz.check("/api/forms", token))[0] == UNAUTHENTICATED
     assert (await authz.check("/api/forms", partner_token(keycloak)))[0] == OK  # a new login
     assert authz.introspections() == 0
+
+
+async def test_under_jwt_a_replica_that_missed_a_logout_learns_it_when_it_subscribes_again(
+    keycloak: Keycloak, start: Start, redis_server: RedisServer
+) -> None:
+    cache = {"redis_url": redis_server.url, "redis_timeout_ms": 1000}
+    first = await start([partners_provider(keycloak)], cache=cache)
+    second = await start([partners_provider(keycloak)], cache=cache)
+    token = partner_token(keycloak)
+    session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
+    for replica in (first, second):
+        assert (await replica.check("/api/forms", token))[0] == OK
+    shared = second.server.shared_cache
+    assert shared is not None
+    resubscriptions = shared.resubscriptions
+
+    # The logout is published while no replica listens: only its marker in Redis remains.
+    redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+    await first.server.providers[0].resolver.invalidate(Invalidation(session_id=session_id))
+    deadline = time.monotonic() + 5
+    while shared.resubscriptions == resubscriptions:
+        assert time.monotonic() < deadline, "the second replica did not subscribe again"
+        await asyncio.sleep(0.02)
+
+    assert (await second.check("/api/forms", token))[0] == UNAUTHENTICATED
 
 
 async def test_jwt_strategy_refuses_lightweight_id_and_other_audience_tokens(

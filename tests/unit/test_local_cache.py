@@ -91,17 +91,22 @@ def test_evicted_entries_leave_the_session_index(cache: LocalIdentityCache) -> N
     assert len(small) == 1
 
 
-def test_dropping_every_entry_keeps_the_revoked_sessions(cache: LocalIdentityCache) -> None:
+def test_catching_up_after_missed_logouts_drops_every_entry_and_remembers_them(
+    cache: LocalIdentityCache,
+) -> None:
     cache.put(b"t1", entry(identity("bob", "s1")))
     cache.put(b"t2", entry(identity("carol", "s2")))
     cache.invalidate(Invalidation(session_id="s3"))
 
-    assert cache.drop_entries() == 2
+    assert cache.catch_up(["s1", "s4"]) == 2
 
     assert len(cache) == 0
     assert cache.size_bytes == 0
     assert cache.invalidate(Invalidation(subject="bob")) == 0
-    assert cache.is_revoked("s3")
+    assert all(cache.is_revoked(sid) for sid in ("s1", "s3", "s4"))
+    assert not cache.is_revoked("s2")
+    cache.put(b"late", entry(identity("bob", "s1")))
+    assert cache.get(b"late") is None
 
 
 def test_entries_are_kept_until_their_stale_limit(cache: LocalIdentityCache) -> None:
