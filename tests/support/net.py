@@ -3,10 +3,12 @@ come up."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from aiohttp import web
 
@@ -18,9 +20,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _ClosingRunner(web.AppRunner):
+    """An AppRunner whose cleanup also closes the connections aiohttp accepted while it was
+    shutting down. aiohttp leaves those open, and when a stand-in is stopped under load
+    (the fault tests) their ResourceWarning fails whichever test is running when they are
+    collected."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app, access_log=None)
+        self._transports: set[asyncio.BaseTransport] = set()
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        accept = server.connection_made
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            if len(self._transports) > 256:
+                self._transports = {t for t in self._transports if not t.is_closing()}
+            self._transports.add(transport)
+            accept(handler, transport)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        return server
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        for _ in range(3):
+            await asyncio.sleep(0)  # let accepts already under way finish
+        for transport in self._transports:
+            if not transport.is_closing():
+                transport.close()
+        self._transports.clear()
+
+
 async def serve_on_loopback(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve `app` on 127.0.0.1 (`port`, or a free one); the runner, to clean up, and the port."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = _ClosingRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, int(runner.addresses[0][1])
