@@ -18,7 +18,7 @@ import yaml
 
 from extauthz_server.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.config_providers import ProviderConfig, parse_providers
-from extauthz_server.config_reader import EnvValue, Section, optional_secret
+from extauthz_server.config_reader import EnvValue, Section, optional_secret, secret_key_path
 from extauthz_server.errors import ConfigError
 from extauthz_server.headers import HeaderNames
 from extauthz_server.identity_token import IdentityTokenSettings, parse_identity_token
@@ -271,8 +271,7 @@ def _cache(section: Section, base_dir: Path) -> CacheConfig:
         raise ConfigError(section.key("redis_namespace"), "letters, digits and -_.{} only")
     signing_key = optional_secret(section, "redis_signing_key", base_dir)
     if signing_key is not None:
-        given = "redis_signing_key" + ("_file" if section.has("redis_signing_key_file") else "")
-        key = section.key(given)
+        key = secret_key_path(section, "redis_signing_key")
         if redis_url is None:
             raise ConfigError(key, "needs cache.redis_url")
         if len(signing_key.reveal()) < MIN_SIGNING_KEY_CHARS:

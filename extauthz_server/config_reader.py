@@ -155,3 +155,9 @@ def optional_secret(section: Section, name: str, base_dir: Path) -> Secret | Non
     if not text:
         raise ConfigError(section.key(f"{name}_file"), "the file is empty")
     return Secret(text)
+
+
+def secret_key_path(section: Section, name: str) -> str:
+    """The key the secret of `optional_secret(section, name, …)` was given at, for errors
+    about its value."""
+    return section.key(f"{name}_file" if section.has(f"{name}_file") else name)

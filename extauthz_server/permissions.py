@@ -12,7 +12,7 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 from extauthz_server.circuit_breaker import BreakerSettings
-from extauthz_server.config_reader import Section, optional_secret
+from extauthz_server.config_reader import Section, optional_secret, secret_key_path
 from extauthz_server.errors import ConfigError
 from extauthz_server.secret import Secret
 
@@ -234,8 +234,7 @@ def _token(auth: Section, base_dir: Path) -> Secret:
     # message never quotes the token.
     text = token.reveal()
     if any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in text):
-        key = auth.key("token_file" if auth.has("token_file") else "token")
-        raise ConfigError(key, "must be printable ASCII without spaces")
+        raise ConfigError(secret_key_path(auth, "token"), "must be printable ASCII without spaces")
     return token
 
 
