@@ -145,10 +145,6 @@ class EntrySeal:
         self._key = key
         self._context = namespace.encode() + b"\0"
 
-    @property
-    def sealing(self) -> bool:
-        return self._key is not None
-
     def seal(self, digest: bytes, payload: bytes) -> bytes:
         if self._key is None:
             return payload

@@ -106,27 +106,19 @@ async def test_an_entry_written_while_its_session_is_logged_out_does_not_stay(
     assert await client.exists("extauthz:revoked:s-bob") == 1
 
 
-async def test_closing_waits_briefly_for_writes_under_way(client: Any) -> None:
+async def test_closing_waits_briefly_for_writes_under_way(
+    client: Any, redis_server: RedisServer
+) -> None:
     cache = new_cache(client)
     cache.put_later(DIGEST, fresh_entry())
 
     await cache.close()
 
-    reader = new_cache(connect_like(client))
+    reader = new_cache(connect(redis_server.url, cluster=False, timeout_s=1.0, max_connections=2))
     try:
         assert await reader.get(DIGEST) is not None
     finally:
         await reader.close()
-
-
-def connect_like(client: Any) -> Any:
-    kwargs = client.connection_pool.connection_kwargs
-    return connect(
-        f"redis://{kwargs['host']}:{kwargs['port']}/0",
-        cluster=False,
-        timeout_s=1.0,
-        max_connections=2,
-    )
 
 
 async def test_pending_writes_do_not_outlive_close(client: Any, redis_server: RedisServer) -> None:

@@ -65,7 +65,6 @@ def test_an_entry_cannot_be_moved_to_another_providers_namespace() -> None:
 def test_without_a_key_entries_are_stored_as_they_are() -> None:
     seal = EntrySeal(None, "extauthz")
 
-    assert not seal.sealing
     assert seal.seal(DIGEST, PAYLOAD) == PAYLOAD
     assert seal.open(DIGEST, PAYLOAD) == PAYLOAD
 
