@@ -30,6 +30,7 @@ from extauthz_server.permissions import (
     PermissionsSettings,
 )
 from extauthz_server.permissions_client import PermissionsClient
+from extauthz_server.providers import TokenSource
 from extauthz_server.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,6 @@ log = logging.getLogger(__name__)
 # Enriched identities kept for reuse, so that the authorizer's allow memo (keyed by the
 # identity object) keeps working: one object per (provider identity, permissions entry).
 ENRICHED_MEMO_SIZE = 10_000
-
-
-class TokenSource(Protocol):
-    """One provider's identities (its resolver): what is enriched."""
-
-    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive: ...
 
 
 class PermissionsFetcher(Protocol):

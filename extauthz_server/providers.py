@@ -127,6 +127,8 @@ def jwks_cache(
 
 
 class TokenSource(Protocol):
+    """One provider's identities: its resolver, or the permissions enrichment around it."""
+
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive: ...
 
 
