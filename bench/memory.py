@@ -11,10 +11,10 @@ import gc
 import time
 from pathlib import Path
 
-from extauthz_server.entries import CacheEntry
-from extauthz_server.identity import Identity
-from extauthz_server.local_cache import LocalIdentityCache
-from extauthz_server.tokens import token_digest
+from extauthz_server.cache.entries import CacheEntry
+from extauthz_server.cache.local_cache import LocalIdentityCache
+from extauthz_server.core.identity import Identity
+from extauthz_server.core.tokens import token_digest
 
 
 def rss_bytes() -> int:

@@ -24,10 +24,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from extauthz_server.core.identity import Identity, Inactive
 from extauthz_server.errors import ConfigError
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.providers import StrategyContext
-from extauthz_server.strategies import IdentityStrategy
+from extauthz_server.identity.router import StrategyContext
+from extauthz_server.identity.strategies import IdentityStrategy
 
 API_KEY_PREFIX = "ak_"
 

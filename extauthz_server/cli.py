@@ -21,15 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from extauthz_server import __version__
-from extauthz_server.config import Config, load_config
-from extauthz_server.decision import Reason
+from extauthz_server.app.explain import Explanation, explain, read_claims
+from extauthz_server.app.server import serve
+from extauthz_server.app.workers import WORKER_FLAG, WorkerPool
+from extauthz_server.config.model import Config, load_config
+from extauthz_server.core.decision import Reason
+from extauthz_server.core.identity import Identity
+from extauthz_server.core.request import AuthRequest
 from extauthz_server.errors import ConfigError
-from extauthz_server.explain import Explanation, explain, read_claims
-from extauthz_server.identity import Identity
-from extauthz_server.logs import configure_logging
-from extauthz_server.request import AuthRequest
-from extauthz_server.server import serve
-from extauthz_server.workers import WORKER_FLAG, WorkerPool
+from extauthz_server.ops.logs import configure_logging
 
 EXIT_DENIED = 1
 EXIT_CONFIG_ERROR = 2
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.pop(0) if args and args[0] in COMMANDS else "serve"
     if command == "demo":
         # Imported on demand: the demo brings an identity provider and an Envoy launcher.
-        demo = importlib.import_module("extauthz_server.demo.run")
+        demo = importlib.import_module("extauthz_server.app.demo.run")
         code: int = demo.run_demo(args)
         return code
     try:

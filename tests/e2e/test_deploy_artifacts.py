@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from extauthz_server.config import Config, parse_config
-from extauthz_server.http_app import LOGOUT_PATH
+from extauthz_server.config.model import Config, parse_config
+from extauthz_server.edges.http_app import LOGOUT_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from extauthz_server.demo import idp
-from extauthz_server.demo.envoy import connection_manager, ext_authz_filter, render_config
+from extauthz_server.app.demo import idp
+from extauthz_server.app.demo.envoy import connection_manager, ext_authz_filter, render_config
 from tests.support.envoy import (
     EXT_AUTHZ_FILTER,
     load_deployment_config,
@@ -30,7 +30,8 @@ from tests.support.envoy import (
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 _LAUNCH = (
-    "import sys; from extauthz_server.demo.run import run_demo; sys.exit(run_demo(sys.argv[1:]))"
+    "import sys; from extauthz_server.app.demo.run import run_demo;"
+    " sys.exit(run_demo(sys.argv[1:]))"
 )
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 from extauthz_server._proto.envoy.config.core.v3 import base_pb2
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz_server.authorizer import Authorizer
-from extauthz_server.config import Config, authorizer_settings
-from extauthz_server.decision import Decision
+from extauthz_server.config.model import Config, authorizer_settings
+from extauthz_server.core.authorizer import Authorizer
+from extauthz_server.core.decision import Decision
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.request import AuthRequest
+from extauthz_server.edges.grpc_service import to_auth_request
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
-from extauthz_server.grpc_service import to_auth_request
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.request import AuthRequest
 from tests.support.configs import seed_config
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz_server.decision import Decision, Reason
+from extauthz_server.core.decision import Decision, Reason
 from fuzz import fuzz_check
 from fuzz.fuzz_check import FakeSource, UnexpectedAllow, check_decision, plain_inputs, seed_requests
 

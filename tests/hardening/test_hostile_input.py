@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz_server.config import parse_config
-from extauthz_server.decision import Reason
-from extauthz_server.paths import PathError, normalise_path
+from extauthz_server.config.model import parse_config
+from extauthz_server.core.decision import Reason
+from extauthz_server.core.paths import PathError, normalise_path
 from tests.hardening.adapter import (
     ALL_TOKENS,
     IDENTITIES,

@@ -33,7 +33,7 @@ import grpc
 import pytest
 
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz_server.authorizer import ALLOWED_MEMO_SIZE
+from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE
 from tests.hardening.stack import (
     CLIENT_SECRET,
     FRESH,

@@ -9,9 +9,9 @@ import aiohttp
 import grpc
 import pytest
 
-from extauthz_server.config import Config
-from extauthz_server.server import Server
-from extauthz_server.tracing import Tracing
+from extauthz_server.app.server import Server
+from extauthz_server.config.model import Config
+from extauthz_server.ops.tracing import Tracing
 from tests.support.configs import seed_config
 from tests.support.keycloak_standin import KeycloakStandIn
 

@@ -12,8 +12,8 @@ import grpc
 import jwt
 import pytest
 
-from extauthz_server.config import load_config
-from extauthz_server.server import Server
+from extauthz_server.app.server import Server
+from extauthz_server.config.model import load_config
 from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import seed_config_text

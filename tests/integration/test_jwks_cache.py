@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import get_default_algorithms
 
 from extauthz_server.errors import ProviderUnavailable
-from extauthz_server.jwks import MAX_JWKS_BYTES, JwksCache
-from extauthz_server.logout import (
+from extauthz_server.identity.jwks import MAX_JWKS_BYTES, JwksCache
+from extauthz_server.revocation.logout_token import (
     BACKCHANNEL_LOGOUT_EVENT,
     KeyNotFound,
     LogoutEvent,

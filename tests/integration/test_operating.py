@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import yaml
 
-from extauthz_server.logs import AUDIT_LOGGER, JsonFormatter
+from extauthz_server.ops.logs import AUDIT_LOGGER, JsonFormatter
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request
 from tests.support.configs import seed_config_text

@@ -17,21 +17,21 @@ import aiohttp
 import jwt
 import pytest
 
-from extauthz_server.client_credentials import ClientCredentialsTokenSource
-from extauthz_server.config_reader import Section
-from extauthz_server.discovery import EndpointSource
-from extauthz_server.enrichment import (
+from extauthz_server.config.reader import Section
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.roles import RoleMap
+from extauthz_server.core.secret import Secret
+from extauthz_server.errors import PermissionsUnavailable
+from extauthz_server.identity.client_credentials import ClientCredentialsTokenSource
+from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
+from extauthz_server.metadata.enrichment import (
     EnrichedIdentitySource,
     build_enriched_source,
     new_permissions_cache,
 )
-from extauthz_server.errors import PermissionsUnavailable
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.introspection import ClientAuthMethod, ClientCredentials
-from extauthz_server.permissions import PermissionsSettings, parse_permissions
-from extauthz_server.permissions_client import PermissionsClient
-from extauthz_server.roles import RoleMap
-from extauthz_server.secret import Secret
+from extauthz_server.metadata.permissions import PermissionsSettings, parse_permissions
+from extauthz_server.metadata.permissions_client import PermissionsClient
 from tests.support.keycloak import EXT_AUTHZ_CLIENT_ID, EXT_AUTHZ_SECRET, Keycloak
 from tests.support.permissions_api import Fault, PermissionsApi
 
@@ -323,7 +323,7 @@ async def test_with_on_failure_ignore_the_identity_goes_on_unenriched(
     api: PermissionsApi,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="extauthz_server.enrichment")
+    caplog.set_level(logging.WARNING, logger="extauthz_server.metadata.enrichment")
     api.fault = Fault.SERVER_ERROR
     source = enrich(on_failure="ignore")
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from extauthz_server.entries import CacheEntry
-from extauthz_server.identity import Identity
-from extauthz_server.local_cache import Invalidation
-from extauthz_server.redis_cache import MAX_PENDING_WRITES, RedisCache, connect
+from extauthz_server.cache.entries import CacheEntry
+from extauthz_server.cache.local_cache import Invalidation
+from extauthz_server.cache.redis_cache import MAX_PENDING_WRITES, RedisCache, connect
+from extauthz_server.core.identity import Identity
 from tests.support.redis_server import RedisServer
 
 BOB = Identity(

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import yaml
 
-from extauthz_server.config import parse_config
-from extauthz_server.local_cache import Invalidation
+from extauthz_server.cache.local_cache import Invalidation
+from extauthz_server.config.model import parse_config
 from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import SEED_ROUTES

@@ -19,8 +19,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from extauthz_server.config import parse_config
-from extauthz_server.local_cache import Invalidation
+from extauthz_server.cache.local_cache import Invalidation
+from extauthz_server.config.model import parse_config
 from tests.integration.conftest import Launch, RunningAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import DEMO_CLIENT_SECRET, SEED_ROUTES

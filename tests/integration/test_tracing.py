@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from extauthz_server.tracing import NoTracing, OpenTelemetryTracing, build_tracing
+from extauthz_server.ops.tracing import NoTracing, OpenTelemetryTracing, build_tracing
 from tests.integration.conftest import StartAuthz
 from tests.support.check_requests import call_check, check_request
 from tests.support.keycloak_standin import KeycloakStandIn, active_document

@@ -10,10 +10,10 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from extauthz_server.entries import CacheEntry, EntrySeal, encode_entry, seal_key
-from extauthz_server.identity import Identity
-from extauthz_server.local_cache import Invalidation
-from extauthz_server.secret import Secret
+from extauthz_server.cache.entries import CacheEntry, EntrySeal, encode_entry, seal_key
+from extauthz_server.cache.local_cache import Invalidation
+from extauthz_server.core.identity import Identity
+from extauthz_server.core.secret import Secret
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
 from tests.support.configs import DEMO_CLIENT_SECRET

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from extauthz_server.config import Config, parse_config
+from extauthz_server.config.model import Config, parse_config
 
 DEMO_CLIENT_SECRET = "extauthzdemosecret0123456789abcd"
 

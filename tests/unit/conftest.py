@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from extauthz_server.config import Config, parse_config
+from extauthz_server.config.model import Config, parse_config
 
 DATA_DIR = Path(__file__).parent / "data"
 

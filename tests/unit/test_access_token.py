@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extauthz_server.access_token import JwtRules, unverified_issuer, verify_access_token
-from extauthz_server.identity import Inactive
+from extauthz_server.core.identity import Inactive
+from extauthz_server.identity.access_token import JwtRules, unverified_issuer, verify_access_token
 from tests.unit.test_logout_token import (
     EC_KEY,
     OTHER_RSA_KEY,

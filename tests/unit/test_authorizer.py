@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from extauthz_server.authorizer import Authorizer, IdentitySource
-from extauthz_server.config import Config, authorizer_settings, parse_config
-from extauthz_server.decision import Decision, Reason
+from extauthz_server.config.model import Config, authorizer_settings, parse_config
+from extauthz_server.core.authorizer import Authorizer, IdentitySource
+from extauthz_server.core.decision import Decision, Reason
+from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.core.request import AuthRequest
 from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
-from extauthz_server.identity import Identity, Inactive, identity_from_introspection
-from extauthz_server.request import AuthRequest
 
 SAMPLE_NOW = 1767225700.0
 TIMEOUT_S = 0.15

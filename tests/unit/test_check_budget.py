@@ -2,7 +2,7 @@
 
 import pytest
 
-from extauthz_server.grpc_service import check_budget
+from extauthz_server.edges.grpc_service import check_budget
 
 
 def test_without_a_deadline_the_provider_timeout_is_the_budget() -> None:

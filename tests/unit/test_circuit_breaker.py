@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz_server.circuit_breaker import BreakerSettings, CircuitBreaker
+from extauthz_server.metadata.circuit_breaker import BreakerSettings, CircuitBreaker
 
 OPEN_S = 5.0
 

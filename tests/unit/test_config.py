@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from extauthz_server.config import Config, parse_config
+from extauthz_server.config.model import Config, parse_config
+from extauthz_server.core.policy import PathKind
+from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
-from extauthz_server.introspection import ClientAuthMethod
-from extauthz_server.policy import PathKind
-from extauthz_server.secret import Secret
+from extauthz_server.identity.introspection import ClientAuthMethod
 
 
 def revealed(secret: Secret | None) -> str:

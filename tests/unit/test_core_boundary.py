@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 CORE = ["tokens", "paths", "identity", "roles", "policy", "decision", "headers", "request"]
-CORE += ["authorizer", "access_token", "logout", "identity_token"]
+CORE = [f"core.{name}" for name in [*CORE, "authorizer", "identity_token"]]
+CORE += ["identity.access_token", "revocation.logout_token"]
 PROBE = """
 import sys
 for name in {core!r}:

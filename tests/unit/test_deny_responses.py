@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from extauthz_server.decision import Decision, Denials, Reason
+from extauthz_server.core.decision import Decision, Denials, Reason
 
 DENIALS = Denials("demo")
 

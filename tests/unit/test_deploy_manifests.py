@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from extauthz_server.config import Config, parse_config
-from extauthz_server.secret import Secret
+from extauthz_server.config.model import Config, parse_config
+from extauthz_server.core.secret import Secret
 
 
 def revealed(secret: Secret | None) -> str:

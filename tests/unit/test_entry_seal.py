@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from extauthz_server.entries import EntryFormatError, EntrySeal, seal_key
-from extauthz_server.secret import Secret
+from extauthz_server.cache.entries import EntryFormatError, EntrySeal, seal_key
+from extauthz_server.core.secret import Secret
 
 KEY = seal_key(Secret("k" * 32))
 DIGEST = bytes(range(32))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz_server.cache import MemoryCache
+from extauthz_server.cache.lru import MemoryCache
 
 
 class FakeClock:

@@ -12,10 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from extauthz_server.config import parse_config
-from extauthz_server.config_reader import Section
-from extauthz_server.errors import ConfigError
-from extauthz_server.identity_token import (
+from extauthz_server.config.model import parse_config
+from extauthz_server.config.reader import Section
+from extauthz_server.core.identity_token import (
     DEFAULT_HEADER,
     JWT_TYP,
     IdentityTokenMinter,
@@ -26,6 +25,7 @@ from extauthz_server.identity_token import (
     load_signing_key,
     parse_identity_token,
 )
+from extauthz_server.errors import ConfigError
 from tests.support.signing_keys import (
     ec_key,
     ed25519_key,

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from extauthz_server.identity import (
+from extauthz_server.core.identity import (
     EXPIRY_SKEW_SECONDS,
     Identity,
     Inactive,
     identity_from_introspection,
 )
-from extauthz_server.roles import DEFAULT_ROLE_CLAIMS, ClaimPath
+from extauthz_server.core.roles import DEFAULT_ROLE_CLAIMS, ClaimPath
 
 Sample = Callable[[str], dict[str, object]]
 

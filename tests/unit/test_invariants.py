@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extauthz_server.authorizer import Authorizer, AuthorizerSettings
-from extauthz_server.config import Config
-from extauthz_server.decision import Decision, Reason
+from extauthz_server.config.model import Config
+from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings
+from extauthz_server.core.decision import Decision, Reason
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.paths import PathError, normalise_path
+from extauthz_server.core.request import AuthRequest
+from extauthz_server.core.tokens import BearerToken, TokenProblem, extract_bearer, token_digest
 from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.paths import PathError, normalise_path
-from extauthz_server.request import AuthRequest
-from extauthz_server.tokens import BearerToken, TokenProblem, extract_bearer, token_digest
 
 SCHEMES = st.sampled_from(["Bearer ", "bearer ", "BEARER", "Basic ", "Bearer  ", " ", ""])
 TOKEN68 = st.text(alphabet="ABCabcxyz0189-._~+/=, \t\"'é\r\n", min_size=0, max_size=40)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz_server.entries import CacheEntry, EntryFormatError, decode_entry, encode_entry
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.cache.entries import CacheEntry, EntryFormatError, decode_entry, encode_entry
+from extauthz_server.cache.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.core.identity import Identity, Inactive
 
 NOW = 1_700_000_000.0
 

@@ -21,7 +21,7 @@ from jwt.algorithms import get_default_algorithms
 from jwt.utils import base64url_encode
 
 from extauthz_server.errors import ProviderUnavailable
-from extauthz_server.logout import (
+from extauthz_server.revocation.logout_token import (
     BACKCHANNEL_LOGOUT_EVENT,
     MAX_LOGOUT_TOKEN_BYTES,
     KeyNotFound,

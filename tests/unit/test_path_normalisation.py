@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz_server.paths import PathError, normalise_path, split_query
+from extauthz_server.core.paths import PathError, normalise_path, split_query
 
 NORMALISED = [
     ("/", "/"),

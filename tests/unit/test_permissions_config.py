@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extauthz_server.circuit_breaker import BreakerSettings
-from extauthz_server.config_reader import EnvValue, Section
+from extauthz_server.config.reader import EnvValue, Section
 from extauthz_server.errors import ConfigError
-from extauthz_server.permissions import (
+from extauthz_server.metadata.circuit_breaker import BreakerSettings
+from extauthz_server.metadata.permissions import (
     BearerAuth,
     ClientCredentialsAuth,
     FailurePolicy,

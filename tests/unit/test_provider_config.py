@@ -9,11 +9,11 @@ import aiohttp
 import pytest
 import yaml
 
-from extauthz_server.config import Config, parse_config
-from extauthz_server.discovery import EndpointSource
+from extauthz_server.config.model import Config, parse_config
 from extauthz_server.errors import ConfigError
-from extauthz_server.metrics import CheckMetrics
-from extauthz_server.providers import StrategyContext, build_strategy, jwks_cache
+from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.router import StrategyContext, build_strategy, jwks_cache
+from extauthz_server.ops.metrics import CheckMetrics
 
 DEMO = {
     "name": "demo",

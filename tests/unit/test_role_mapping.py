@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from extauthz_server.config import Config
-from extauthz_server.roles import (
+from extauthz_server.config.model import Config
+from extauthz_server.core.roles import (
     DEFAULT_ROLE_CLAIMS,
     ClaimPath,
     RoleMap,

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from extauthz_server.config import Config
-from extauthz_server.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
+from extauthz_server.config.model import Config
+from extauthz_server.core.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
 
 
 def route(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from extauthz_server.single_flight import SingleFlight
+from extauthz_server.cache.single_flight import SingleFlight
 
 
 class Slow:

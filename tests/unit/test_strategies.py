@@ -10,20 +10,20 @@ from typing import Any
 
 import jwt
 
-from extauthz_server.access_token import JwtRules
-from extauthz_server.entries import CacheEntry
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.local_cache import Invalidation, LocalIdentityCache
-from extauthz_server.metrics import CheckMetrics
-from extauthz_server.providers import ProviderEntry, ProviderRouter
-from extauthz_server.resolver import CachePolicy, IdentityResolver
-from extauthz_server.roles import ClaimPath
-from extauthz_server.strategies import (
+from extauthz_server.cache.entries import CacheEntry
+from extauthz_server.cache.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.cache.resolver import CachePolicy, IdentityResolver
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.roles import ClaimPath
+from extauthz_server.identity.access_token import JwtRules
+from extauthz_server.identity.router import ProviderEntry, ProviderRouter
+from extauthz_server.identity.strategies import (
     IntrospectionStrategy,
     JwtStrategy,
     JwtThenIntrospectionStrategy,
     JwtVerifier,
 )
+from extauthz_server.ops.metrics import CheckMetrics
 from tests.unit.test_logout_token import OTHER_RSA_KEY, RSA_KEY, published_keys
 
 ISSUER = "https://sso.example.test/realms/demo"

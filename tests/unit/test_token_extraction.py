@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from extauthz_server.tokens import (
+from extauthz_server.core.tokens import (
     DEFAULT_MAX_TOKEN_BYTES,
     BearerToken,
     TokenProblem,

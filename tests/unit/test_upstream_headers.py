@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from extauthz_server.config import Config
-from extauthz_server.headers import HeaderNames, upstream_headers
-from extauthz_server.identity import Identity
+from extauthz_server.config.model import Config
+from extauthz_server.core.headers import HeaderNames, upstream_headers
+from extauthz_server.core.identity import Identity
 
 NAMES = HeaderNames()
 IDENTITY_HEADERS = (

@@ -12,12 +12,12 @@ from typing import Any
 import jwt
 import pytest
 
-from extauthz_server.authorizer import Authorizer, AuthorizerSettings
-from extauthz_server.config import authorizer_settings, parse_config
-from extauthz_server.decision import Decision, Reason
-from extauthz_server.identity import Identity, Inactive
-from extauthz_server.identity_token import DEFAULT_HEADER, jwks_document
-from extauthz_server.request import AuthRequest
+from extauthz_server.config.model import authorizer_settings, parse_config
+from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings
+from extauthz_server.core.decision import Decision, Reason
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.identity_token import DEFAULT_HEADER, jwks_document
+from extauthz_server.core.request import AuthRequest
 from tests.support.signing_keys import ec_key, rsa_key, write_private_key
 
 HEADER = DEFAULT_HEADER

@@ -1,0 +1,168 @@
+"""`extauthz-server check`: run the real decision path for one request and explain it —
+the matched route, the roles before and after mapping, the headers set and removed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from extauthz_server.config.model import Config, authorizer_settings
+from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, IdentitySource
+from extauthz_server.core.decision import Decision
+from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.core.request import AuthRequest
+from extauthz_server.core.roles import ClaimPath
+from extauthz_server.errors import ConfigError
+from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.router import (
+    ProviderEntry,
+    ProviderRouter,
+    StrategyContext,
+    build_strategy,
+    jwks_cache,
+)
+from extauthz_server.identity.strategies import IdentityStrategy
+from extauthz_server.ops.metrics import CheckMetrics
+
+MAX_CLAIMS_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    identity: Identity | Inactive | None
+    internal_roles: frozenset[str]
+
+    def as_dict(self) -> dict[str, object]:
+        decision = self.decision
+        identity = self.identity
+        return {
+            "decision": "allow" if decision.allowed else "deny",
+            "status": decision.status,
+            "reason": decision.reason.value,
+            "route": decision.route,
+            "identity": _identity_dict(identity),
+            "provider_roles": sorted(identity.provider_roles)
+            if isinstance(identity, Identity)
+            else [],
+            "internal_roles": sorted(self.internal_roles),
+            "headers_set": dict(decision.upstream_headers),
+            "headers_removed": list(decision.headers_to_remove),
+            "response_headers": dict(decision.response_headers),
+        }
+
+
+def _identity_dict(identity: Identity | Inactive | None) -> object:
+    if identity is None:
+        return None
+    if isinstance(identity, Inactive):
+        return {"inactive": identity.value}
+    return {
+        "subject": identity.subject,
+        "username": identity.username,
+        "email": identity.email,
+        "client": identity.client_id,
+        "scopes": sorted(identity.scopes),
+    }
+
+
+class _Recording:
+    """An IdentitySource that remembers what it answered."""
+
+    def __init__(self, source: IdentitySource) -> None:
+        self._source = source
+        self.identity: Identity | Inactive | None = None
+
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
+        self.identity = await self._source.resolve(token, timeout_s, provider)
+        return self.identity
+
+
+class _FromClaims:
+    """Answers every token with an introspection document read from a file."""
+
+    def __init__(self, document: Mapping[str, object], claims: tuple[ClaimPath, ...], now: float):
+        self._document = document
+        self._claims = claims
+        self._now = now
+
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
+        return identity_from_introspection(self._document, self._claims, self._now)
+
+
+class _Uncached:
+    """A provider's strategy asked directly, with no cache in between."""
+
+    def __init__(self, strategy: IdentityStrategy) -> None:
+        self._strategy = strategy
+
+    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+        return await self._strategy.identify(token, timeout_s)
+
+
+def read_claims(path: Path) -> Mapping[str, object]:
+    try:
+        text = path.read_bytes()[: MAX_CLAIMS_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError("--claims", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("--claims", f"{path} is not JSON") from exc
+    if not isinstance(document, dict):
+        raise ConfigError("--claims", f"{path} must hold a JSON object")
+    return document
+
+
+async def explain(
+    config: Config,
+    request: AuthRequest,
+    *,
+    claims: Mapping[str, object] | None,
+    now: float,
+) -> Explanation:
+    """Decide `request` as the server would. With `claims`, they stand in for the
+    introspection answer (a placeholder token is sent if the request has none)."""
+    settings = authorizer_settings(config)
+    timeout_s = max(config.provider.timeout_s, 5.0)
+    if claims is not None:
+        source = _Recording(_FromClaims(claims, config.role_claims, now))
+        return await _run(settings, source, request, timeout_s)
+    async with aiohttp.ClientSession() as session:
+        entries = []
+        metrics = CheckMetrics()
+        for configured in config.providers:
+            # A one-off command may wait longer than the server would.
+            provider = dataclasses.replace(configured, timeout_s=timeout_s)
+            endpoints = EndpointSource(
+                session, provider.issuer, provider.introspection_endpoint, provider.jwks_uri
+            )
+            context = StrategyContext(
+                provider, session, endpoints, jwks_cache(session, endpoints, provider), metrics
+            )
+            uncached = _Uncached(build_strategy(context))
+            entries.append(ProviderEntry(provider.name, endpoints, uncached))
+        recording = _Recording(ProviderRouter(entries))
+        return await _run(settings, recording, request, timeout_s)
+
+
+async def _run(
+    settings: AuthorizerSettings, source: _Recording, request: AuthRequest, timeout_s: float
+) -> Explanation:
+    decision = await Authorizer(settings, source).check(request, timeout_s)
+    identity = source.identity
+    roles = (
+        settings.role_map.map(identity.provider_roles)
+        if isinstance(identity, Identity)
+        else frozenset()
+    )
+    return Explanation(decision, identity, roles)

@@ -1,0 +1,226 @@
+"""Composition root and lifecycle: build everything from Config, serve, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from extauthz_server.app.provider_runtime import ProviderRuntime, start_provider
+from extauthz_server.cache.local_cache import LocalIdentityCache
+from extauthz_server.cache.redis_cache import RedisCache
+from extauthz_server.cache.resolver import IdentityResolver
+from extauthz_server.config.model import Config, authorizer_settings, load_config
+from extauthz_server.core.authorizer import Authorizer
+from extauthz_server.core.decision import Denials
+from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
+from extauthz_server.edges.http_app import build_http_app
+from extauthz_server.errors import ConfigError
+from extauthz_server.identity.router import ProviderRouter
+from extauthz_server.ops.logs import Auditor
+from extauthz_server.ops.metrics import CacheReadings, CheckMetrics, MetricsRegistry
+from extauthz_server.ops.tracing import Tracing, build_tracing
+from extauthz_server.revocation.endpoint import BackchannelLogout
+
+log = logging.getLogger(__name__)
+
+HTTP_POOL_SIZE = 100
+
+
+def _split_listen(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Server:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, tracing: Tracing | None = None
+    ) -> None:
+        self.config = config
+        self._tracing = tracing or build_tracing(
+            config.tracing_enabled, config.tracing_service_name
+        )
+        self._reuse_port = reuse_port
+        self.grpc_port = 0
+        self.http_port = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._health = HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.providers: list[ProviderRuntime] = []
+        self.metrics = CheckMetrics()
+        self.authorizer: Authorizer | None = None
+
+    @property
+    def resolver(self) -> IdentityResolver | None:
+        """The first provider's resolver (the only one in the single-provider form)."""
+        return self.providers[0].resolver if self.providers else None
+
+    @property
+    def local_cache(self) -> LocalIdentityCache | None:
+        return self.providers[0].local if self.providers else None
+
+    @property
+    def shared_cache(self) -> RedisCache | None:
+        return self.providers[0].shared if self.providers else None
+
+    def _cache_readings(self) -> CacheReadings:
+        """Summed over the providers."""
+        stats = [p.resolver.stats for p in self.providers]
+        shared = [p.shared for p in self.providers if p.shared is not None]
+        enrichments = [p.enrichment for p in self.providers if p.enrichment is not None]
+        return CacheReadings(
+            l1_hits=sum(s.l1_hits for s in stats),
+            l2_hits=sum(s.l2_hits for s in stats),
+            misses=sum(s.misses for s in stats),
+            stale_served=sum(s.stale_served for s in stats),
+            saturated=sum(s.saturated for s in stats),
+            in_flight=sum(s.in_flight for s in stats),
+            l1_entries=sum(len(p.local) for p in self.providers),
+            l1_bytes=sum(p.local.size_bytes for p in self.providers),
+            redis_errors=sum(c.errors for c in shared),
+            redis_writes_dropped=sum(c.writes_dropped for c in shared),
+            redis_available=all(c.available for c in shared) if shared else None,
+            permission_cache_hits=sum(e.stats.cache_hits for e in enrichments),
+            permission_calls=sum(e.stats.calls for e in enrichments),
+            permission_failures=sum(e.stats.failures for e in enrichments),
+            permission_short_circuits=sum(e.stats.short_circuited for e in enrichments),
+        )
+
+    def reload(self, config_path: Path) -> bool:
+        """Apply the routes, role mapping, header names and realm of the file at once, or
+        keep the configuration in force when the file does not validate."""
+        try:
+            new = load_config(config_path, os.environ)
+        except ConfigError as exc:
+            self.metrics.reloads["failed"] += 1
+            log.error("configuration reload rejected, the old one stays in force: %s", exc)
+            return False
+        old = self.config
+        needs_restart = [
+            name
+            for name, before, after in (
+                ("server", old.server, new.server),
+                ("provider", old.providers, new.providers),
+                ("cache", old.cache, new.cache),
+            )
+            if before != after
+        ]
+        if needs_restart:
+            log.warning("reload: changes to %s take effect at the next restart", needs_restart)
+        if self.authorizer is not None:
+            self.authorizer.reconfigure(authorizer_settings(new))
+        self.metrics.reloads["ok"] += 1
+        log.info("configuration reloaded", extra={"routes": len(new.policy.routes)})
+        return True
+
+    def is_ready(self) -> bool:
+        return bool(self.providers) and all(p.ready for p in self.providers)
+
+    async def start(self) -> None:
+        config = self.config
+        provider = config.provider
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        for provider_config in config.providers:
+            runtime = await start_provider(
+                config, provider_config, self._session, self.metrics, self._tracing, self._tasks
+            )
+            self.providers.append(runtime)
+            self._tasks.append(asyncio.create_task(runtime.prepare()))
+        router = ProviderRouter([p.entry() for p in self.providers])
+        self.authorizer = Authorizer(authorizer_settings(config), router)
+        servicer = AuthorizationServicer(
+            self.authorizer,
+            Denials(provider.realm),
+            max(p.timeout_s for p in config.providers),
+            self.metrics,
+            Auditor(config.audit_allow_sample_rate),
+            self._tracing,
+        )
+        # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
+        # 503 (status_on_error), instead of queueing checks that would time out anyway.
+        self._grpc = grpc.aio.server(
+            maximum_concurrent_rpcs=config.server.max_concurrent_checks,
+            options=[("grpc.so_reuseport", int(self._reuse_port))],
+        )
+        add_services(self._grpc, servicer, self._health)
+        self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
+        await self._grpc.start()
+
+        logout_providers = [p.logout() for p in self.providers if p.config.logout_audiences]
+        logout = (
+            BackchannelLogout(logout_providers, self.metrics.logouts) if logout_providers else None
+        )
+        registry = MetricsRegistry(self.metrics, self._cache_readings)
+        authorizer = self.authorizer
+        self._http = web.AppRunner(
+            build_http_app(
+                self.is_ready,
+                registry.render,
+                logout,
+                # Read per request: a reload may bring new keys.
+                identity_token=lambda: authorizer.settings.identity_token,
+            ),
+            access_log=None,
+        )
+        await self._http.setup()
+        http_host, http_port = _split_listen(config.server.http_listen)
+        site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
+        await site.start()
+        self.http_port = int(self._http.addresses[0][1])
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "event_loop": type(asyncio.get_running_loop()).__module__,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight checks finish within the grace period, then close."""
+        self._health.set_not_serving()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.server.grace_period_s)
+        if self._http is not None:
+            await self._http.cleanup()
+        for provider in self.providers:
+            await provider.close()
+        if self._session is not None:
+            await self._session.close()
+        self._tracing.close()
+
+
+async def serve(
+    config: Config, *, config_path: Path | None = None, reuse_port: bool = False
+) -> None:
+    server = Server(config, reuse_port=reuse_port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()

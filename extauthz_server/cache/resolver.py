@@ -1,0 +1,198 @@
+"""IdentityResolver: token digest → L1 → L2 → the provider's strategy (one call per token at a
+time, a bounded number at once) → Identity, cached in both levels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+from extauthz_server.cache.entries import CacheEntry
+from extauthz_server.cache.local_cache import Invalidation, LocalIdentityCache
+from extauthz_server.cache.single_flight import SingleFlight
+from extauthz_server.core.identity import DECIDED_LOCALLY, EXPIRY_SKEW_SECONDS, Identity, Inactive
+from extauthz_server.core.tokens import log_id, token_digest
+from extauthz_server.errors import ProviderUnavailable
+from extauthz_server.identity.strategies import IdentityStrategy, ScreeningStrategy
+
+log = logging.getLogger(__name__)
+
+MIN_INTROSPECTION_BUDGET_S = 0.005
+
+
+class SharedCache(Protocol):
+    """The L2 seam (RedisCache); it must never raise."""
+
+    async def get(self, digest: bytes) -> CacheEntry | None: ...
+
+    def put_later(self, digest: bytes, entry: CacheEntry) -> None: ...
+
+    async def invalidate(self, invalidation: Invalidation) -> Invalidation: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    ttl_s: float
+    negative_ttl_s: float
+    stale_if_error_s: float = 0.0
+
+
+@dataclass(slots=True)
+class ResolverStats:
+    l1_hits: int = 0
+    l2_hits: int = 0
+    misses: int = 0
+    lookups: int = 0
+    screened_out: int = 0
+    stale_served: int = 0
+    saturated: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most strategy calls ever open at once
+
+
+# Which level answered the current Check (read by the audit line): "l1", "l2", "provider",
+# "stale", or "" when no identity was looked up.
+lookup_level: ContextVar[str] = ContextVar("lookup_level", default="")
+
+
+class IdentityResolver:
+    """Only answers the provider actually gave are cached: an identity until min(ttl, token
+    exp), an `active: false` for the negative ttl; provider errors and answers the strategy
+    reached locally (DECIDED_LOCALLY) never."""
+
+    def __init__(
+        self,
+        strategy: IdentityStrategy,
+        local: LocalIdentityCache,
+        cache_policy: CachePolicy,
+        *,
+        shared: SharedCache | None = None,
+        max_concurrency: int = 64,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._strategy = strategy
+        self._screen = strategy.screen if isinstance(strategy, ScreeningStrategy) else None
+        self._local = local
+        self._shared = shared
+        self._cache_policy = cache_policy
+        self._wall_clock = wall_clock
+        self._slots = asyncio.BoundedSemaphore(max_concurrency)
+        self._in_flight: SingleFlight[bytes, Identity | Inactive] = SingleFlight()
+        self.stats = ResolverStats()
+
+    async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive:
+        digest = token_digest(token)
+        entry = self._local.get(digest)
+        if entry is not None and entry.is_fresh(self._wall_clock()):
+            self.stats.l1_hits += 1
+            lookup_level.set("l1")
+            return entry.result
+        if self._screen is not None and (rejected := self._screen(token)) is not None:
+            self.stats.screened_out += 1
+            return rejected
+        result, joined = await self._in_flight.run(
+            digest,
+            lambda: self._resolve_uncached(token, digest, entry, timeout_s),
+            time.monotonic() + timeout_s,
+            lambda: ProviderUnavailable("timed out waiting for introspection"),
+        )
+        if joined:
+            lookup_level.set("coalesced")
+        return result
+
+    async def invalidate(self, invalidation: Invalidation) -> int:
+        """A logout: drop the session from L2 (telling every process) and from this L1."""
+        if self._shared is not None:
+            invalidation = await self._shared.invalidate(invalidation)
+        return self._local.invalidate(invalidation)
+
+    async def _resolve_uncached(
+        self, token: str, digest: bytes, stale: CacheEntry | None, timeout_s: float
+    ) -> Identity | Inactive:
+        deadline = time.monotonic() + timeout_s
+        if self._shared is not None:
+            shared = await self._shared.get(digest)
+            if (
+                shared is not None
+                and shared.is_fresh(self._wall_clock())
+                and not self._local.is_revoked(shared.session_id)
+            ):
+                self.stats.l2_hits += 1
+                lookup_level.set("l2")
+                self._local.put(digest, shared)
+                return shared.result
+            stale = stale or shared
+        self.stats.misses += 1
+        lookup_level.set("provider")
+        try:
+            result = await self._identify(token, deadline)
+            if isinstance(result, Identity) and self._local.is_revoked(result.session_id):
+                # A logout ended the session: a JWT validated locally (or an answer that
+                # was under way) would otherwise still pass until the token expires.
+                result = Inactive.SESSION_ENDED
+        except ProviderUnavailable:
+            if stale is not None and self._may_serve_stale(stale):
+                self.stats.stale_served += 1
+                lookup_level.set("stale")
+                log.warning(
+                    "provider unavailable; serving token %s from stale cache", log_id(digest)
+                )
+                return stale.result
+            raise
+        self._store(digest, result)
+        return result
+
+    def _may_serve_stale(self, entry: CacheEntry) -> bool:
+        return entry.is_usable_stale(self._wall_clock()) and not self._local.is_revoked(
+            entry.session_id
+        )
+
+    async def _identify(self, token: str, deadline: float) -> Identity | Inactive:
+        """One strategy call, waiting for a free slot no longer than the deadline allows."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            self.stats.saturated += 1
+            raise ProviderUnavailable("introspection concurrency limit reached") from exc
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining < MIN_INTROSPECTION_BUDGET_S:
+                # The slot came free too late for a call to have any chance of answering.
+                self.stats.saturated += 1
+                raise ProviderUnavailable("introspection concurrency limit reached")
+            self.stats.lookups += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                return await self._strategy.identify(token, remaining)
+            finally:
+                self.stats.in_flight -= 1
+        finally:
+            self._slots.release()
+
+    def _store(self, digest: bytes, result: Identity | Inactive) -> None:
+        if result in DECIDED_LOCALLY:
+            return
+        now = self._wall_clock()
+        policy = self._cache_policy
+        if isinstance(result, Identity):
+            fresh_until = now + policy.ttl_s
+            stale_until = fresh_until + policy.stale_if_error_s
+            if result.expires_at is not None:
+                usable_until = result.expires_at - EXPIRY_SKEW_SECONDS
+                fresh_until = min(fresh_until, usable_until)
+                stale_until = min(stale_until, usable_until)
+        else:
+            log.info("token %s is not usable: %s", log_id(digest), result.value)
+            fresh_until = stale_until = now + policy.negative_ttl_s
+        if fresh_until <= now:
+            return
+        entry = CacheEntry(result, fresh_until, stale_until)
+        self._local.put(digest, entry)
+        if self._shared is not None:
+            self._shared.put_later(digest, entry)

@@ -1,0 +1,274 @@
+"""The check pipeline: route → token → identity → roles → policy → headers, as one Decision.
+
+The only async module of the core; it reaches the network solely through IdentitySource.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from extauthz_server.core.decision import Decision, Denials, Reason
+from extauthz_server.core.headers import HeaderNames, upstream_headers
+from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.identity_token import (
+    IdentityTokenMinter,
+    IdentityTokenSettings,
+    MintedToken,
+)
+from extauthz_server.core.paths import PathError, normalise_path
+from extauthz_server.core.policy import Policy, Route
+from extauthz_server.core.request import AuthRequest
+from extauthz_server.core.roles import RoleMap
+from extauthz_server.core.tokens import BearerToken, TokenProblem, extract_bearer
+from extauthz_server.errors import ProviderError, ProviderRejectedClient
+
+log = logging.getLogger(__name__)
+
+
+class IdentitySource(Protocol):
+    async def resolve(
+        self, token: str, timeout_s: float, provider: str | None = None
+    ) -> Identity | Inactive:
+        """Who the token belongs to, according to `provider` when the route names one;
+        raises ProviderError when that cannot be learnt."""
+        ...
+
+
+# Allow decisions kept for reuse: the same cached identity on the same route gets the very
+# same Decision (and so the same prepared response) until the settings change.
+ALLOWED_MEMO_SIZE = 10_000
+# Header names kept from earlier configurations (renamed or dropped by reloads).
+MAX_RETIRED_HEADERS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerSettings:
+    policy: Policy
+    role_map: RoleMap
+    header_names: HeaderNames
+    realm: str
+    max_token_bytes: int
+    # Provider name → its realm, for the challenge of routes pinned to a provider.
+    provider_realms: Mapping[str, str] = field(default_factory=dict)
+    # At most this many allow decisions are kept for reuse (never more than the L1 holds).
+    decision_memo_size: int = ALLOWED_MEMO_SIZE
+    # A signed identity token for the upstream on every allow with an identity (None: off).
+    identity_token: IdentityTokenSettings | None = None
+    # Header names an earlier configuration of this process used and this one does not: a
+    # client's copy is still removed, so a reload that renames or drops a header never lets
+    # a forged one through.
+    retired_headers: tuple[str, ...] = ()
+
+    @property
+    def upstream_header_names(self) -> frozenset[str]:
+        names = set(self.header_names.identity_headers)
+        if self.identity_token is not None:
+            names.add(self.identity_token.header)
+        return frozenset(names)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    settings: AuthorizerSettings
+    denials: Denials
+    clock: Callable[[], float]
+    minter: IdentityTokenMinter | None
+    # For routes pinned to a provider: denials that name that provider's realm.
+    provider_denials: dict[str, Denials]
+    # (id of the Identity object, route name) → (that Identity, its Decision, the time until
+    # which the Decision's minted token may be reused, or None when it carries none). The
+    # Identity is kept so a reused id can never be mistaken for it.
+    allowed: dict[tuple[int, str], tuple[Identity, Decision, float | None]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
+        token = settings.identity_token
+        minter = IdentityTokenMinter(token) if token is not None else None
+        default = Denials(settings.realm)
+        by_realm = {settings.realm: default}
+        provider_denials = {
+            name: by_realm.setdefault(realm, Denials(realm))
+            for name, realm in settings.provider_realms.items()
+        }
+        return cls(settings, default, clock, minter, provider_denials)
+
+    def denials_for(self, route: Route) -> Denials:
+        if route.provider is None:
+            return self.denials
+        return self.provider_denials.get(route.provider, self.denials)
+
+    def remembered(self, route: Route, identity: Identity) -> Decision | None:
+        memo = self.allowed.get((id(identity), route.name))
+        if memo is None or memo[0] is not identity:
+            return None
+        # The clock is read only for decisions that carry a minted token.
+        if memo[2] is not None and self.clock() >= memo[2]:
+            return None
+        return memo[1]
+
+    def allow(
+        self,
+        route: Route,
+        identity: Identity,
+        roles: frozenset[str],
+        reason: Reason = Reason.ALLOWED,
+    ) -> Decision:
+        """A new allow decision, remembered for the next Check of the same identity."""
+        minted = None
+        if self.minter is not None:
+            minted = self.minter.mint(
+                identity.subject,
+                tuple(sorted(roles)),
+                route.name,
+                identity.client_id,
+                self.clock(),
+                identity.expires_at,
+            )
+        decision = _allow(self.settings, reason, route, identity, roles, minted)
+        if len(self.allowed) >= self.settings.decision_memo_size:
+            self.allowed.clear()
+        reuse_until = minted.reuse_until if minted is not None else None
+        self.allowed[(id(identity), route.name)] = (identity, decision, reuse_until)
+        return decision
+
+
+class Authorizer:
+    def __init__(
+        self,
+        settings: AuthorizerSettings,
+        source: IdentitySource,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch.
+        self._clock = clock
+        self._state = _State.of(settings, clock)
+        self._source = source
+
+    @property
+    def settings(self) -> AuthorizerSettings:
+        return self._state.settings
+
+    def reconfigure(self, settings: AuthorizerSettings) -> None:
+        """Swap routes, role map and header names in one step; a Check under way finishes
+        with the settings it started with."""
+        old = self._state.settings
+        current = settings.upstream_header_names
+        retired = (old.upstream_header_names | set(old.retired_headers)) - current
+        settings = dataclasses.replace(
+            settings,
+            retired_headers=tuple(sorted(retired | set(settings.retired_headers)))[
+                :MAX_RETIRED_HEADERS
+            ],
+        )
+        self._state = _State.of(settings, self._clock)
+
+    async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
+        state = self._state
+        settings, denials = state.settings, state.denials
+        try:
+            path = normalise_path(request.path)
+        except PathError:
+            return denials.deny(Reason.BAD_REQUEST)
+        route = settings.policy.match(request.host, path, request.method)
+        if route is None:
+            return denials.deny(Reason.NO_ROUTE)
+        denials = state.denials_for(route)
+        token = extract_bearer(request.authorization, settings.max_token_bytes)
+        if route.public:
+            return await self._check_public(state, route, token, timeout_s)
+        if token is TokenProblem.MISSING:
+            return denials.deny(Reason.MISSING_TOKEN, route=route.name)
+        if token is TokenProblem.MALFORMED:
+            return denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
+        try:
+            identity = await self._source.resolve(token.value, timeout_s, route.provider)
+        except ProviderRejectedClient:
+            return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
+        except ProviderError as exc:
+            log.warning("identity provider unavailable: %s", exc)
+            return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
+        if isinstance(identity, Inactive):
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+        remembered = state.remembered(route, identity)
+        if remembered is not None:
+            return remembered
+        roles = settings.role_map.map(identity.provider_roles)
+        if not route.permits(roles, identity.scopes):
+            return denials.deny(
+                Reason.INSUFFICIENT_ROLE,
+                route=route.name,
+                subject=identity.subject,
+                required_scopes=route.scopes,
+            )
+        return state.allow(route, identity, roles)
+
+    async def _check_public(
+        self,
+        state: _State,
+        route: Route,
+        token: BearerToken | TokenProblem,
+        timeout_s: float,
+    ) -> Decision:
+        """A public route needs no token; a valid one still gets its identity headers."""
+        settings = state.settings
+        if not isinstance(token, BearerToken):
+            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        try:
+            identity = await self._source.resolve(token.value, timeout_s, route.provider)
+        except ProviderError as exc:
+            log.warning("identity provider unavailable on a public route: %s", exc)
+            identity = Inactive.NOT_ACTIVE
+        if isinstance(identity, Inactive):
+            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        # Remembered like any allow, so a minted identity token is reused here too.
+        remembered = state.remembered(route, identity)
+        if remembered is not None:
+            return remembered
+        roles = settings.role_map.map(identity.provider_roles)
+        return state.allow(route, identity, roles, Reason.PUBLIC)
+
+
+def _allow(
+    settings: AuthorizerSettings,
+    reason: Reason,
+    route: Route,
+    identity: Identity | None,
+    roles: frozenset[str],
+    minted: MintedToken | None = None,
+) -> Decision:
+    headers = upstream_headers(settings.header_names, identity, roles)
+    to_set, to_remove = headers.to_set, headers.to_remove
+    if settings.identity_token is not None:
+        # As for the identity headers: set when minted, otherwise removed, so a client's own
+        # copy never reaches the upstream.
+        if minted is not None:
+            to_set = (*to_set, (settings.identity_token.header, minted.value))
+        else:
+            to_remove = (*to_remove, settings.identity_token.header)
+    if settings.retired_headers:
+        to_remove = (*to_remove, *settings.retired_headers)
+    sorted_roles = tuple(sorted(roles))
+    metadata = {"reason": reason.value, "route": route.name}
+    if identity is not None:
+        metadata["subject"] = identity.subject
+        metadata["roles"] = ",".join(sorted_roles)
+        if identity.client_id:
+            metadata["client"] = identity.client_id
+    return Decision(
+        allowed=True,
+        status=200,
+        reason=reason,
+        upstream_headers=to_set,
+        headers_to_remove=to_remove,
+        route=route.name,
+        subject=identity.subject if identity else None,
+        roles=sorted_roles,
+        metadata=metadata,
+    )

@@ -1,0 +1,4 @@
+"""Transports in: the gRPC Check and health services (CheckRequest to AuthRequest, Decision to
+CheckResponse) and the HTTP app (health, readiness, metrics, JWKS, back-channel logout).
+Imports every phase below it; never `config` or `app`.
+"""
