@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from extauthz_server.app.strategy_context import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.config.model import Config, authorizer_settings
 from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, IdentitySource
 from extauthz_server.core.decision import Decision
@@ -19,13 +20,7 @@ from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.router import (
-    ProviderEntry,
-    ProviderRouter,
-    StrategyContext,
-    build_strategy,
-    jwks_cache,
-)
+from extauthz_server.identity.router import ProviderEntry, ProviderRouter
 from extauthz_server.identity.strategies import IdentityStrategy
 from extauthz_server.ops.metrics import CheckMetrics
 

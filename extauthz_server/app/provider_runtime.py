@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from extauthz_server.app.strategy_context import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.cache.entries import seal_key
 from extauthz_server.cache.local_cache import LocalIdentityCache
 from extauthz_server.cache.redis_cache import RedisCache, connect
@@ -20,13 +21,7 @@ from extauthz_server.errors import ProviderError
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.jwks import JwksCache
-from extauthz_server.identity.router import (
-    ProviderEntry,
-    StrategyContext,
-    TokenSource,
-    build_strategy,
-    jwks_cache,
-)
+from extauthz_server.identity.router import ProviderEntry, TokenSource
 from extauthz_server.metadata.enrichment import EnrichedIdentitySource, build_enriched_source
 from extauthz_server.ops.metrics import CheckMetrics
 from extauthz_server.ops.tracing import Tracing

@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from extauthz_server.config.identity_token import parse_identity_token
 from extauthz_server.config.providers import ProviderConfig, parse_providers
 from extauthz_server.config.reader import EnvValue, Section, optional_secret, secret_key_path
 from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.core.headers import HeaderNames
-from extauthz_server.core.identity_token import IdentityTokenSettings, parse_identity_token
+from extauthz_server.core.identity_token import IdentityTokenSettings
 from extauthz_server.core.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
 from extauthz_server.core.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
 from extauthz_server.core.secret import Secret

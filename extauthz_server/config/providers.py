@@ -13,17 +13,14 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from extauthz_server.config.permissions import parse_permissions
 from extauthz_server.config.reader import Section, optional_secret
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import DEFAULT_ALGORITHMS, JwtRules
 from extauthz_server.identity.introspection import ClientAuthMethod
-from extauthz_server.metadata.permissions import (
-    ClientCredentialsAuth,
-    PermissionsSettings,
-    parse_permissions,
-)
+from extauthz_server.metadata.permissions import ClientCredentialsAuth, PermissionsSettings
 
 INTROSPECTION = "introspection"
 JWT = "jwt"

@@ -17,7 +17,7 @@ import jwt
 
 from extauthz_server.core.identity import Inactive, audience_of, claim_time
 from extauthz_server.core.strict_json import loads_strict
-from extauthz_server.revocation.logout_token import ALLOWED_ALGS, KeyNotFound, KeySource
+from extauthz_server.identity.signing_keys import ALLOWED_ALGS, KeyNotFound, KeySource
 
 # The algorithms a provider may use unless `provider.jwt.algorithms` narrows them. No "none"
 # and no HS*: a shared secret cannot be published, and HS256 "signed" with a public key

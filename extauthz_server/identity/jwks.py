@@ -15,7 +15,7 @@ import jwt
 
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity.provider_http import fetch_json
-from extauthz_server.revocation.logout_token import KeyNotFound
+from extauthz_server.identity.signing_keys import KeyNotFound
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from extauthz_server.core.identity import (
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity.access_token import JwtRules, screen_access_token, verify_access_token
+from extauthz_server.identity.signing_keys import KeySource
 from extauthz_server.ops.metrics import CheckMetrics
-from extauthz_server.revocation.logout_token import KeySource
 
 
 @runtime_checkable

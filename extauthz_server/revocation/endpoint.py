@@ -14,7 +14,8 @@ from aiohttp import web
 from extauthz_server.cache.local_cache import Invalidation
 from extauthz_server.errors import ProviderError
 from extauthz_server.identity.access_token import unverified_issuer
-from extauthz_server.revocation.logout_token import KeySource, LogoutTokenError, verify_logout_token
+from extauthz_server.identity.signing_keys import KeySource
+from extauthz_server.revocation.logout_token import LogoutTokenError, verify_logout_token
 
 log = logging.getLogger(__name__)
 

@@ -8,23 +8,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import jwt
 
 from extauthz_server.errors import ExtAuthzError
+from extauthz_server.identity.signing_keys import ALLOWED_ALGS, KeyNotFound, KeySource
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 # A logout token carries a handful of short claims; Keycloak's are well under 2 KiB. The
 # limit is checked before any base64 or JSON decoding, so an oversized body costs nothing.
 MAX_LOGOUT_TOKEN_BYTES = 16 * 1024
-
-# Asymmetric algorithms only. "none" would accept unsigned tokens, and HS* would let anyone
-# who knows a public key (published in the JWKS) forge tokens via algorithm confusion.
-ALLOWED_ALGS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-)
 
 # §2.4 recommends typ "logout+jwt" (RFC 8725 §3.11 explicit typing); Keycloak sends it in
 # current releases and "JWT" in older ones. Media types compare case-insensitively, and the
@@ -66,23 +61,6 @@ class LogoutTokenError(ExtAuthzError):
         super().__init__(f"{code}: {detail}")
 
 
-class KeyNotFound(LogoutTokenError):
-    """No published signing key matches the token's `kid` and `alg`, even after a refetch."""
-
-    def __init__(self, kid: str | None, alg: str) -> None:
-        # kid comes from an unverified header: repr() escapes it, and it is cut short.
-        super().__init__("unknown_key", f"no signing key for kid={kid!r:.80} alg={alg}")
-
-
-class KeySource(Protocol):
-    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        """The verification key for `kid` and `alg`.
-
-        Raises `KeyNotFound` if there is none, `ProviderUnavailable` if keys cannot be read.
-        """
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class LogoutEvent:
     """A verified logout: end the session `session_id`, or, when it is None, every session
@@ -109,7 +87,10 @@ async def verify_logout_token(
     Replay detection by `jti` (§2.6, optional) is left to the caller.
     """
     alg, kid = _read_header(token)
-    key = await keys.key_for(kid, alg)
+    try:
+        key = await keys.key_for(kid, alg)
+    except KeyNotFound as exc:
+        raise LogoutTokenError("unknown_key", str(exc)) from exc
     claims = _verified_claims(token, key, alg)
     return _logout_event(claims, issuer, audiences, now, max_age_s, leeway_s)
 

@@ -18,9 +18,9 @@ from jwt.algorithms import get_default_algorithms
 
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity.jwks import MAX_JWKS_BYTES, JwksCache
+from extauthz_server.identity.signing_keys import KeyNotFound
 from extauthz_server.revocation.logout_token import (
     BACKCHANNEL_LOGOUT_EVENT,
-    KeyNotFound,
     LogoutEvent,
     verify_logout_token,
 )

@@ -17,6 +17,7 @@ import aiohttp
 import jwt
 import pytest
 
+from extauthz_server.config.permissions import parse_permissions
 from extauthz_server.config.reader import Section
 from extauthz_server.core.identity import Identity, Inactive
 from extauthz_server.core.roles import RoleMap
@@ -30,7 +31,7 @@ from extauthz_server.metadata.enrichment import (
     build_enriched_source,
     new_permissions_cache,
 )
-from extauthz_server.metadata.permissions import PermissionsSettings, parse_permissions
+from extauthz_server.metadata.permissions import PermissionsSettings
 from extauthz_server.metadata.permissions_client import PermissionsClient
 from tests.support.keycloak import EXT_AUTHZ_CLIENT_ID, EXT_AUTHZ_SECRET, Keycloak
 from tests.support.permissions_api import Fault, PermissionsApi

@@ -12,6 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from extauthz_server.config.identity_token import (
+    load_published_key,
+    load_signing_key,
+    parse_identity_token,
+)
 from extauthz_server.config.model import parse_config
 from extauthz_server.config.reader import Section
 from extauthz_server.core.identity_token import (
@@ -21,9 +26,6 @@ from extauthz_server.core.identity_token import (
     IdentityTokenSettings,
     jwk_thumbprint,
     jwks_document,
-    load_published_key,
-    load_signing_key,
-    parse_identity_token,
 )
 from extauthz_server.errors import ConfigError
 from tests.support.signing_keys import (

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from extauthz_server.config.permissions import parse_permissions
 from extauthz_server.config.reader import EnvValue, Section
 from extauthz_server.errors import ConfigError
 from extauthz_server.metadata.circuit_breaker import BreakerSettings
@@ -18,7 +19,6 @@ from extauthz_server.metadata.permissions import (
     NoAuth,
     PermissionsSettings,
     RequestMethod,
-    parse_permissions,
     read_names,
 )
 

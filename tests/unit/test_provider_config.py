@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 import yaml
 
+from extauthz_server.app.strategy_context import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.config.model import Config, parse_config
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.router import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.ops.metrics import CheckMetrics
 
 DEMO = {
