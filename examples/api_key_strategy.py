@@ -24,10 +24,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from extauthz_server.app.strategy_context import StrategyContext
-from extauthz_server.core.identity import Identity, Inactive
-from extauthz_server.errors import ConfigError
-from extauthz_server.identity.strategies import IdentityStrategy
+from extauthz_server.plugin import (
+    ConfigError,
+    Identity,
+    IdentityStrategy,
+    Inactive,
+    StrategyContext,
+)
 
 API_KEY_PREFIX = "ak_"
 
