@@ -11,6 +11,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_AMBIGUOUS_ESCAPES = frozenset({"3F", "23"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Anything that decoding, slash merging or dot-segment removal could change, or refuse.
 _NEEDS_WORK = re.compile(r"[%.;\\\x00-\x1f\x7f]|//")
@@ -55,6 +56,10 @@ def _check_percent_escapes(path: str) -> None:
         escape = path[index + 1 : index + 3]
         if len(escape) != 2 or not set(escape) <= _HEX:
             raise PathError("path has an invalid percent-escape")
+        if escape.upper() in _AMBIGUOUS_ESCAPES:
+            # Decoded, `/admin%3Fx=/api/forms` is judged as a path under `/`, while an upstream
+            # that decodes twice (or splits before decoding) serves `/admin`: refuse to guess.
+            raise PathError("path has an encoded '?' or '#'")
         index = path.find("%", index + 3)
 
 

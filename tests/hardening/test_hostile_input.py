@@ -209,8 +209,13 @@ CORPUS: dict[str, Case] = {
     "fragment-dotdot": Case(lambda: get("/public#/../admin"), canon("/public"), 200),
     "admin-query-public": Case(lambda: get("/admin?/../public"), canon("/admin"), 401, False),
     "admin-fragment-public": Case(lambda: get("/admin#/../public"), canon("/admin"), 401, False),
-    "encoded-question-mark": Case(lambda: get("/admin%3F/../public"), canon("/public"), 200),
-    "encoded-hash": Case(lambda: get("/admin%23/../public"), canon("/public"), 200),
+    # An encoded `?` or `#` reads as a path under `/` here and as `/admin` to an upstream that
+    # decodes twice: refused, never guessed.
+    "encoded-question-mark": Case(lambda: get("/admin%3F/../public"), None, 400, False),
+    "encoded-hash": Case(lambda: get("/admin%23/../public"), None, 400, False),
+    "encoded-question-mark-lower": Case(
+        lambda: get("/admin%3fx=/api/forms", "tok-creator"), None, 400, False
+    ),
     "query-with-hash-first": Case(lambda: get("/public#x?/../admin"), canon("/public"), 200),
     # The path is matched case-sensitively and `;` or a trailing dot is part of a segment, as
     # Envoy routes it: `/ADMIN`, `/admin.` are other resources (the default route).

@@ -118,6 +118,9 @@ REFUSED = [
     "",
     "?x=/admin",
     "%2fadmin",
+    "/admin%3Fx=/api/forms",
+    "/admin%3fx=/api/forms",
+    "/admin%23/../public",
 ]
 REFUSED_IDS = [
     "invalid-hex-escape",
@@ -148,6 +151,9 @@ REFUSED_IDS = [
     "empty-path",
     "query-only",
     "encoded-leading-slash",
+    "encoded-question-mark",
+    "encoded-question-mark-lower",
+    "encoded-hash",
 ]
 
 
