@@ -140,6 +140,7 @@ def _print(explanation: Explanation, *, as_json: bool) -> None:
     lines = [
         f"decision:        {verdict} ({decision.status}, {decision.reason.value})",
         f"route:           {decision.route or '(none)'}",
+        *(f"captured:        {name} = {value}" for name, value in explanation.params.items()),
         f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
         f"provider roles:  {', '.join(provider_roles) or '(none)'}",
         f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",

@@ -16,6 +16,7 @@ from extauthz_server.config.model import Config, authorizer_settings
 from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, IdentitySource
 from extauthz_server.core.decision import Decision
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.core.paths import PathError, normalise_path
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ConfigError
@@ -32,6 +33,8 @@ class Explanation:
     decision: Decision
     identity: Identity | Inactive | None
     internal_roles: frozenset[str]
+    # What the route's path template captured from the path.
+    params: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         decision = self.decision
@@ -41,6 +44,7 @@ class Explanation:
             "status": decision.status,
             "reason": decision.reason.value,
             "route": decision.route,
+            "params": dict(self.params),
             "identity": _identity_dict(identity),
             "provider_roles": sorted(identity.provider_roles)
             if isinstance(identity, Identity)
@@ -160,4 +164,13 @@ async def _run(
         if isinstance(identity, Identity)
         else frozenset()
     )
-    return Explanation(decision, identity, roles)
+    return Explanation(decision, identity, roles, _params(settings, request))
+
+
+def _params(settings: AuthorizerSettings, request: AuthRequest) -> Mapping[str, str]:
+    try:
+        path = normalise_path(request.path)
+    except PathError:
+        return {}
+    found = settings.policy.match(request.host, path, request.method)
+    return found.params if found is not None else {}

@@ -7,6 +7,7 @@ string, so a secret made of digits stays a string).
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import re
 from collections.abc import Mapping
@@ -22,18 +23,23 @@ from extauthz_server.config.reader import EnvValue, Section, optional_secret, se
 from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.core.headers import HeaderNames
 from extauthz_server.core.identity_token import IdentityTokenSettings
-from extauthz_server.core.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
+from extauthz_server.core.policy import Policy
 from extauthz_server.core.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
+from extauthz_server.core.route_index import ShadowIndex
+from extauthz_server.core.routes import HostMatcher, PathKind, PathMatcher, Route
 from extauthz_server.core.secret import Secret
 from extauthz_server.core.tokens import DEFAULT_MAX_TOKEN_BYTES
 from extauthz_server.errors import ConfigError
 
 ENV_PREFIX = "EXTAUTHZ__"
+# libyaml's safe loader where PyYAML was built with it: the same documents, parsed in C.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 _METHOD = re.compile(r"[A-Z]+")
 # A shorter key could be guessed offline from the sealed entries anyone reading Redis sees.
 MIN_SIGNING_KEY_CHARS = 32
+_PATH_KINDS = tuple(PathKind)
 _RESERVED_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
 
 
@@ -102,15 +108,23 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
 
 
 def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path()) -> Config:
+    # Loading builds a few objects per route and frees nothing: the cyclic collector would
+    # rescan them all again and again (for 100,000 routes, most of the load time).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    data = _interpolate(data, environ, "")
-    data = _apply_overrides(data, environ)
-    return _build(Section(data, ""), base_dir)
+        try:
+            data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            raise ConfigError("", f"not valid YAML: {exc}") from exc
+        if data is None:
+            data = {}
+        data = _interpolate(data, environ, "")
+        data = _apply_overrides(data, environ)
+        return _build(Section(data, ""), base_dir)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _apply_overrides(data: object, environ: Mapping[str, str]) -> object:
@@ -317,18 +331,20 @@ def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> 
     known_roles = frozenset().union(*role_map.table.values())
     routes: list[Route] = []
     names: set[str] = set()
+    shadows = ShadowIndex()
     for index, item in enumerate(top.items("routes")):
         section = Section(item, f"routes[{index}]")
         route = _route(section, known_roles, role_map.pass_through_unmapped, provider_names)
         if route.name in names:
             raise ConfigError(section.key("name"), f"duplicate route name {route.name!r}")
         names.add(route.name)
-        for earlier in routes:
-            if earlier.shadows(route):
-                raise ConfigError(
-                    section.path,
-                    f"unreachable: route {earlier.name!r} before it matches every request it could",
-                )
+        earlier = shadows.first_shadowing(route)
+        if earlier is not None:
+            raise ConfigError(
+                section.path,
+                f"unreachable: route {earlier.name!r} before it matches every request it could",
+            )
+        shadows.add(route)
         routes.append(route)
     return Policy.of(routes)
 
@@ -337,11 +353,13 @@ def _route(
     section: Section, known_roles: frozenset[str], pass_through: bool, providers: frozenset[str]
 ) -> Route:
     name = section.string("name")
-    kinds = [kind for kind in PathKind if section.has(kind.value)]
+    kinds = [kind for kind in _PATH_KINDS if section.has(kind.value)]
     if len(kinds) != 1:
-        raise ConfigError(section.path, "give exactly one of path, path_prefix, path_glob")
+        raise ConfigError(
+            section.path, "give exactly one of path, path_prefix, path_glob, path_template"
+        )
     kind = kinds[0]
-    for other in PathKind:
+    for other in _PATH_KINDS:
         section.raw(other.value)
     pattern = section.string(kind.value)
     try:

@@ -21,9 +21,10 @@ from extauthz_server.core.identity_token import (
     MintedToken,
 )
 from extauthz_server.core.paths import PathError, normalise_path
-from extauthz_server.core.policy import Policy, Route
+from extauthz_server.core.policy import Policy
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import RoleMap
+from extauthz_server.core.routes import Route
 from extauthz_server.core.tokens import BearerToken, TokenProblem, extract_bearer
 from extauthz_server.errors import ProviderError, ProviderRejectedClient
 
@@ -176,9 +177,10 @@ class Authorizer:
             path = normalise_path(request.path)
         except PathError:
             return denials.deny(Reason.BAD_REQUEST)
-        route = settings.policy.match(request.host, path, request.method)
-        if route is None:
+        found = settings.policy.match(request.host, path, request.method)
+        if found is None:
             return denials.deny(Reason.NO_ROUTE)
+        route = found.route
         denials = state.denials_for(route)
         token = extract_bearer(request.authorization, settings.max_token_bytes)
         if route.public:

@@ -2,136 +2,40 @@
 
 from __future__ import annotations
 
-import enum
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
+from extauthz_server.core.path_template import NO_CAPTURES
 from extauthz_server.core.request import host_without_port
-
-
-class PathKind(enum.Enum):
-    EXACT = "path"
-    PREFIX = "path_prefix"
-    GLOB = "path_glob"
+from extauthz_server.core.route_index import RouteIndex
+from extauthz_server.core.routes import Route
 
 
 @dataclass(frozen=True, slots=True)
-class PathMatcher:
-    kind: PathKind
-    pattern: str
-    regex: re.Pattern[str] | None = None
-
-    @classmethod
-    def compile(cls, kind: PathKind, pattern: str) -> PathMatcher:
-        if not pattern.startswith("/"):
-            raise ValueError("must start with '/'")
-        regex = _glob_to_regex(pattern) if kind is PathKind.GLOB else None
-        return cls(kind=kind, pattern=pattern, regex=regex)
-
-    def matches(self, path: str) -> bool:
-        if self.kind is PathKind.EXACT:
-            return path == self.pattern
-        if self.kind is PathKind.PREFIX:
-            # Segment-aware: `/admin` covers `/admin` and `/admin/...`, never `/administrator`.
-            if self.pattern.endswith("/"):
-                return path.startswith(self.pattern)
-            return path == self.pattern or path.startswith(self.pattern + "/")
-        assert self.regex is not None  # noqa: S101 - set by compile() for globs
-        return self.regex.fullmatch(path) is not None
-
-    @property
-    def is_catch_all(self) -> bool:
-        if self.kind is PathKind.GLOB:
-            return self.pattern == "/**"
-        return self.kind is PathKind.PREFIX and self.pattern == "/"
-
-    def covers(self, other: PathMatcher) -> bool:
-        """Whether every path `other` matches is matched here too (decided where it is cheap
-        to be sure; `False` means "not known to cover")."""
-        if self.is_catch_all or self == other:
-            return True
-        if self.kind is not PathKind.PREFIX or other.kind is PathKind.GLOB:
-            return False
-        # An exact path or a prefix inside this prefix: `/api` covers `/api/forms`.
-        return self.matches(other.pattern) and (
-            other.kind is PathKind.EXACT
-            or self.pattern.endswith("/")
-            or other.pattern != self.pattern
-        )
-
-
-def _glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """`*` matches within one segment, `**` across segments."""
-    parts = re.split(r"(\*\*|\*)", pattern)
-    translated = "".join(
-        ".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part) for part in parts
-    )
-    return re.compile(translated)
-
-
-@dataclass(frozen=True, slots=True)
-class HostMatcher:
-    """An exact host, or `*.example.com` for any subdomain. Ports are ignored."""
-
-    pattern: str
-
-    def matches(self, host: str) -> bool:
-        if self.pattern.startswith("*."):
-            return host.endswith(self.pattern[1:]) and len(host) > len(self.pattern) - 1
-        return host == self.pattern
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    path: PathMatcher
-    host: HostMatcher | None = None
-    methods: frozenset[str] | None = None
-    public: bool = False
-    any_of: frozenset[str] = frozenset()
-    all_of: frozenset[str] = frozenset()
-    scopes: frozenset[str] = frozenset()
-    # Only tokens of this provider are accepted here; None: the token's issuer decides.
-    provider: str | None = None
-
-    def matches(self, host: str, path: str, method: str) -> bool:
-        if self.methods is not None and method not in self.methods:
-            return False
-        return self.matches_location(host, path)
-
-    def matches_location(self, host: str, path: str) -> bool:
-        """Host and path match, whatever the method."""
-        if self.host is not None and not self.host.matches(host):
-            return False
-        return self.path.matches(path)
-
-    def permits(self, roles: frozenset[str], scopes: frozenset[str]) -> bool:
-        """Whether an authenticated caller with these internal roles and scopes may pass."""
-        if self.any_of and self.any_of.isdisjoint(roles):
-            return False
-        return self.all_of <= roles and self.scopes <= scopes
-
-    def shadows(self, later: Route) -> bool:
-        """Whether every request `later` could match is already taken by this route."""
-        if self.host is not None and self.host != later.host:
-            return False
-        if self.methods is not None and (
-            later.methods is None or not later.methods <= self.methods
-        ):
-            return False
-        return self.path.covers(later.path)
+class RouteMatch:
+    route: Route
+    # The path template's captures (empty for the other kinds of path).
+    params: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     routes: tuple[Route, ...]
+    _index: RouteIndex = field(init=False, repr=False, compare=False)
+    # A match without captures is the same object every time: no allocation per Check.
+    _bare: tuple[RouteMatch, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", RouteIndex(self.routes))
+        object.__setattr__(
+            self, "_bare", tuple(RouteMatch(route, NO_CAPTURES) for route in self.routes)
+        )
 
     @classmethod
     def of(cls, routes: Iterable[Route]) -> Policy:
         return cls(tuple(routes))
 
-    def match(self, host: str, path: str, method: str) -> Route | None:
+    def match(self, host: str, path: str, method: str) -> RouteMatch | None:
         """The first route matching host, normalised path and method; `host` may carry a port.
 
         A route that matches the host and path but not the method ends the search unless a
@@ -139,13 +43,19 @@ class Policy:
         fall through from a GET/POST-only `/admin` route to a broader `/` route.
         """
         bare_host = host_without_port(host)
+        parts = path[1:].split("/")
+        routes = self.routes
         owner: Route | None = None
-        for route in self.routes:
+        for position in self._index.candidates(bare_host, parts):
+            route = routes[position]
             if owner is not None and (route.path, route.host) != (owner.path, owner.host):
                 continue
-            if not route.matches_location(bare_host, path):
+            if route.host is not None and not route.host.matches(bare_host):
+                continue
+            params = route.path.captures(path, parts)
+            if params is None:
                 continue
             if route.methods is None or method in route.methods:
-                return route
+                return RouteMatch(route, params) if params else self._bare[position]
             owner = owner or route
         return None

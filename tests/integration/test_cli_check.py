@@ -111,3 +111,29 @@ def test_check_with_an_unreachable_provider_exits_3(config: Path) -> None:
     assert result.returncode == 3
     assert json.loads(result.stdout)["reason"] == "provider_unavailable"
     assert "abc" not in result.stderr
+
+
+def test_check_shows_what_the_path_template_captured(tmp_path: Path) -> None:
+    routes = [
+        {
+            "name": "region-forms",
+            "path_template": "/api/regions/{region}/forms/{rest=**}",
+            "any_of": ["creator"],
+        }
+    ]
+    config = tmp_path / "config.yaml"
+    issuer = f"http://127.0.0.1:{free_port()}/realms/demo"
+    config.write_text(seed_config_text(issuer, routes=routes))
+    claims = claims_file(tmp_path, ["manager"])
+    path = "/api/regions/europe/forms/7/history"
+
+    text = run_cli("check", "--config", str(config), "--path", path, "--claims", str(claims))
+    report = run_cli(
+        "check", "--config", str(config), "--path", path, "--claims", str(claims), "--json"
+    )
+
+    assert text.returncode == 0, text.stderr
+    assert "route:           region-forms" in text.stdout
+    assert "captured:        region = europe" in text.stdout
+    assert "captured:        rest = 7/history" in text.stdout
+    assert json.loads(report.stdout)["params"] == {"region": "europe", "rest": "7/history"}

@@ -36,6 +36,7 @@ def seed_config_text(
     provider: dict[str, Any] | None = None,
     cache: dict[str, Any] | None = None,
     logging: dict[str, Any] | None = None,
+    routes: list[dict[str, Any]] | None = None,
 ) -> str:
     """The seed configuration as YAML; the dict options add or replace keys of a section."""
     document: dict[str, Any] = {
@@ -68,7 +69,7 @@ def seed_config_text(
             "client": "x-auth-client",
             "strip_authorization": False,
         },
-        "routes": SEED_ROUTES,
+        "routes": SEED_ROUTES if routes is None else routes,
     }
     if logging:
         document["logging"] = logging

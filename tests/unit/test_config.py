@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from extauthz_server.config.model import Config, parse_config
-from extauthz_server.core.policy import PathKind
+from extauthz_server.core.routes import PathKind
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.introspection import ClientAuthMethod

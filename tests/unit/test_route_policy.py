@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import pytest
 
 from extauthz_server.config.model import Config
-from extauthz_server.core.policy import HostMatcher, PathKind, PathMatcher, Policy, Route
+from extauthz_server.core.policy import Policy, RouteMatch
+from extauthz_server.core.routes import HostMatcher, PathKind, PathMatcher, Route
 
 
 def route(
@@ -32,11 +33,15 @@ def route(
     )
 
 
+def _route_of(found: RouteMatch | None) -> Route | None:
+    return found.route if found is not None else None
+
+
 def matched(
     policy: Policy, path: str, *, host: str = "api.example.com", method: str = "GET"
 ) -> str | None:
     found = policy.match(host, path, method)
-    return found.name if found is not None else None
+    return found.route.name if found is not None else None
 
 
 @pytest.mark.parametrize(
@@ -235,10 +240,10 @@ def test_later_route_for_the_same_path_may_take_other_methods() -> None:
             route("other", "/api"),
         ]
     )
-    assert policy.match("h", "/api/forms/1", "GET") is policy.routes[0]
-    assert policy.match("h", "/api/forms/1", "POST") is policy.routes[1]
+    assert _route_of(policy.match("h", "/api/forms/1", "GET")) is policy.routes[0]
+    assert _route_of(policy.match("h", "/api/forms/1", "POST")) is policy.routes[1]
     assert policy.match("h", "/api/forms/1", "DELETE") is None
-    assert policy.match("h", "/api/other", "DELETE") is policy.routes[2]
+    assert _route_of(policy.match("h", "/api/other", "DELETE")) is policy.routes[2]
 
 
 def test_route_needs_method_host_and_path_to_all_match() -> None:
@@ -354,4 +359,4 @@ def test_a_route_is_shadowed_only_when_an_earlier_one_takes_all_its_requests(
 )
 def test_host_spellings_of_one_name_match_its_route(host: str) -> None:
     policy = Policy.of([route("scoped", "/", host="admin.example")])
-    assert policy.match(host, "/x", "GET") is policy.routes[0]
+    assert _route_of(policy.match(host, "/x", "GET")) is policy.routes[0]
