@@ -141,6 +141,11 @@ def _print(explanation: Explanation, *, as_json: bool) -> None:
         f"decision:        {verdict} ({decision.status}, {decision.reason.value})",
         f"route:           {decision.route or '(none)'}",
         *(f"captured:        {name} = {value}" for name, value in explanation.params.items()),
+        *(
+            f"route requires:  {kind.replace('_', ' ')} {', '.join(names)}"
+            for kind, names in explanation.required.items()
+            if names
+        ),
         f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
         f"provider roles:  {', '.join(provider_roles) or '(none)'}",
         f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",

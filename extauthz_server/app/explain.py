@@ -17,6 +17,7 @@ from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, Iden
 from extauthz_server.core.decision import Decision
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
 from extauthz_server.core.paths import PathError, normalise_path
+from extauthz_server.core.policy import RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ConfigError
@@ -35,6 +36,8 @@ class Explanation:
     internal_roles: frozenset[str]
     # What the route's path template captured from the path.
     params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What the matched route requires, its scoped roles named for these captures.
+    required: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         decision = self.decision
@@ -45,6 +48,7 @@ class Explanation:
             "reason": decision.reason.value,
             "route": decision.route,
             "params": dict(self.params),
+            "required": dict(self.required),
             "identity": _identity_dict(identity),
             "provider_roles": sorted(identity.provider_roles)
             if isinstance(identity, Identity)
@@ -164,13 +168,21 @@ async def _run(
         if isinstance(identity, Identity)
         else frozenset()
     )
-    return Explanation(decision, identity, roles, _params(settings, request))
+    found = _route_match(settings, request)
+    if found is None:
+        return Explanation(decision, identity, roles)
+    any_of, all_of = found.route.required(found.params)
+    required = {
+        "any_of": sorted(any_of),
+        "all_of": sorted(all_of),
+        "scopes": sorted(found.route.scopes),
+    }
+    return Explanation(decision, identity, roles, found.params, required)
 
 
-def _params(settings: AuthorizerSettings, request: AuthRequest) -> Mapping[str, str]:
+def _route_match(settings: AuthorizerSettings, request: AuthRequest) -> RouteMatch | None:
     try:
         path = normalise_path(request.path)
     except PathError:
-        return {}
-    found = settings.policy.match(request.host, path, request.method)
-    return found.params if found is not None else {}
+        return None
+    return settings.policy.match(request.host, path, request.method)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +24,12 @@ from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSetting
 from extauthz_server.core.headers import HeaderNames
 from extauthz_server.core.identity_token import IdentityTokenSettings
 from extauthz_server.core.policy import Policy
+from extauthz_server.core.role_templates import (
+    RolePattern,
+    RoleTemplate,
+    RoleTemplateError,
+    has_placeholder,
+)
 from extauthz_server.core.roles import DEFAULT_ROLE_CLAIMS, ClaimPath, RoleMap, is_header_safe_role
 from extauthz_server.core.route_index import ShadowIndex
 from extauthz_server.core.routes import HostMatcher, PathKind, PathMatcher, Route
@@ -257,6 +263,7 @@ def _server(section: Section) -> ServerConfig:
 def _role_map(roles: Section) -> RoleMap:
     mapping = roles.mapping("mapping")
     table: dict[str, frozenset[str]] = {}
+    patterns: list[RolePattern] = []
     for provider_role, internal in mapping.items():
         key = f"{roles.key('mapping')}.{provider_role}"
         if isinstance(internal, str):
@@ -268,8 +275,20 @@ def _role_map(roles: Section) -> RoleMap:
                 raise ConfigError(
                     key, f"internal role {role!r} may not contain commas or control characters"
                 )
-        table[str(provider_role)] = frozenset(internal)
-    return RoleMap(table=table, pass_through_unmapped=roles.boolean("pass_through_unmapped", False))
+        name = str(provider_role)
+        if not has_placeholder(name):
+            table[name] = frozenset(internal)
+            continue
+        try:
+            outputs = tuple(RoleTemplate.parse(role) for role in internal)
+            patterns.append(RolePattern.parse(name, outputs))
+        except RoleTemplateError as exc:
+            raise ConfigError(key, str(exc)) from None
+    return RoleMap(
+        table=table,
+        pass_through_unmapped=roles.boolean("pass_through_unmapped", False),
+        patterns=tuple(patterns),
+    )
 
 
 def _cache(section: Section, base_dir: Path) -> CacheConfig:
@@ -328,7 +347,7 @@ def _headers(section: Section) -> HeaderNames:
 
 
 def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> Policy:
-    known_roles = frozenset().union(*role_map.table.values())
+    known_roles = _KnownRoles(role_map.produced, role_map.produced_skeletons)
     routes: list[Route] = []
     names: set[str] = set()
     shadows = ShadowIndex()
@@ -350,7 +369,7 @@ def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> 
 
 
 def _route(
-    section: Section, known_roles: frozenset[str], pass_through: bool, providers: frozenset[str]
+    section: Section, known_roles: _KnownRoles, pass_through: bool, providers: frozenset[str]
 ) -> Route:
     name = section.string("name")
     kinds = [kind for kind in _PATH_KINDS if section.has(kind.value)]
@@ -369,22 +388,26 @@ def _route(
     host = section.optional_string("host")
     methods = _methods(section)
     public = section.boolean("public", False)
-    any_of = frozenset(section.string_list("any_of"))
-    all_of = frozenset(section.string_list("all_of"))
+    captured = matcher.template.names if matcher.template is not None else ()
+    any_of, any_of_scoped = _required_roles(section, "any_of", captured)
+    all_of, all_of_scoped = _required_roles(section, "all_of", captured)
     scopes = frozenset(section.string_list("scopes"))
     provider = section.optional_string("provider")
     if provider is not None and provider not in providers:
         raise ConfigError(
             section.key("provider"), f"no provider is named {provider!r} (providers[].name)"
         )
-    if public and (any_of or all_of or scopes):
+    if public and (any_of or all_of or scopes or any_of_scoped or all_of_scoped):
         raise ConfigError(section.path, "a public route cannot require roles or scopes")
     if not pass_through:
-        for key, required in (("any_of", any_of), ("all_of", all_of)):
-            unknown = sorted(required - known_roles)
-            if unknown:
+        for key, required, scoped in (
+            ("any_of", any_of, any_of_scoped),
+            ("all_of", all_of, all_of_scoped),
+        ):
+            unknown = known_roles.first_unknown(required, scoped)
+            if unknown is not None:
                 raise ConfigError(
-                    section.key(key), f"role {unknown[0]!r} is not produced by roles.mapping"
+                    section.key(key), f"role {unknown!r} is not produced by roles.mapping"
                 )
     section.finish()
     return Route(
@@ -397,7 +420,49 @@ def _route(
         all_of=all_of,
         scopes=scopes,
         provider=provider,
+        any_of_scoped=any_of_scoped,
+        all_of_scoped=all_of_scoped,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownRoles:
+    """The internal roles the mapping can produce: names, and the shapes of scoped ones."""
+
+    names: frozenset[str]
+    skeletons: frozenset[str]
+
+    def first_unknown(
+        self, required: frozenset[str], scoped: tuple[RoleTemplate, ...]
+    ) -> str | None:
+        unknown = sorted(required - self.names)
+        unknown += [role.text for role in scoped if role.skeleton not in self.skeletons]
+        return unknown[0] if unknown else None
+
+
+def _required_roles(
+    section: Section, name: str, captured: Collection[str]
+) -> tuple[frozenset[str], tuple[RoleTemplate, ...]]:
+    """A route's `any_of` or `all_of`: plain role names, and roles scoped by the captures of
+    its path template (`manager:{region}`)."""
+    plain: set[str] = set()
+    scoped: list[RoleTemplate] = []
+    for role in section.string_list(name):
+        if not has_placeholder(role):
+            plain.add(role)
+            continue
+        try:
+            template = RoleTemplate.parse(role)
+        except RoleTemplateError as exc:
+            raise ConfigError(section.key(name), str(exc)) from None
+        missing = sorted(template.names - set(captured))
+        if missing:
+            raise ConfigError(
+                section.key(name),
+                f"{role!r} uses {{{missing[0]}}}, which the route's path_template does not capture",
+            )
+        scoped.append(template)
+    return frozenset(plain), tuple(scoped)
 
 
 def _methods(section: Section) -> frozenset[str] | None:

@@ -21,7 +21,7 @@ from extauthz_server.core.identity_token import (
     MintedToken,
 )
 from extauthz_server.core.paths import PathError, normalise_path
-from extauthz_server.core.policy import Policy
+from extauthz_server.core.policy import Policy, RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import RoleMap
 from extauthz_server.core.routes import Route
@@ -43,6 +43,8 @@ class IdentitySource(Protocol):
 # Allow decisions kept for reuse: the same cached identity on the same route gets the very
 # same Decision (and so the same prepared response) until the settings change.
 ALLOWED_MEMO_SIZE = 10_000
+# (id of the Identity object, route name, the captures of a scoped route or ()).
+MemoKey = tuple[int, str, tuple[tuple[str, str], ...]]
 # Header names kept from earlier configurations (renamed or dropped by reloads).
 MAX_RETIRED_HEADERS = 32
 
@@ -81,12 +83,10 @@ class _State:
     minter: IdentityTokenMinter | None
     # For routes pinned to a provider: denials that name that provider's realm.
     provider_denials: dict[str, Denials]
-    # (id of the Identity object, route name) → (that Identity, its Decision, the time until
-    # which the Decision's minted token may be reused, or None when it carries none). The
-    # Identity is kept so a reused id can never be mistaken for it.
-    allowed: dict[tuple[int, str], tuple[Identity, Decision, float | None]] = field(
-        default_factory=dict
-    )
+    # MemoKey → (that Identity, its Decision, the time until which the Decision's minted
+    # token may be reused, or None when it carries none). The Identity is kept so a reused
+    # id can never be mistaken for it.
+    allowed: dict[MemoKey, tuple[Identity, Decision, float | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
@@ -105,8 +105,8 @@ class _State:
             return self.denials
         return self.provider_denials.get(route.provider, self.denials)
 
-    def remembered(self, route: Route, identity: Identity) -> Decision | None:
-        memo = self.allowed.get((id(identity), route.name))
+    def remembered(self, key: MemoKey, identity: Identity) -> Decision | None:
+        memo = self.allowed.get(key)
         if memo is None or memo[0] is not identity:
             return None
         # The clock is read only for decisions that carry a minted token.
@@ -116,6 +116,7 @@ class _State:
 
     def allow(
         self,
+        key: MemoKey,
         route: Route,
         identity: Identity,
         roles: frozenset[str],
@@ -136,7 +137,7 @@ class _State:
         if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()
         reuse_until = minted.reuse_until if minted is not None else None
-        self.allowed[(id(identity), route.name)] = (identity, decision, reuse_until)
+        self.allowed[key] = (identity, decision, reuse_until)
         return decision
 
 
@@ -184,7 +185,7 @@ class Authorizer:
         denials = state.denials_for(route)
         token = extract_bearer(request.authorization, settings.max_token_bytes)
         if route.public:
-            return await self._check_public(state, route, token, timeout_s)
+            return await self._check_public(state, found, token, timeout_s)
         if token is TokenProblem.MISSING:
             return denials.deny(Reason.MISSING_TOKEN, route=route.name)
         if token is TokenProblem.MALFORMED:
@@ -198,28 +199,29 @@ class Authorizer:
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
             return denials.deny(Reason.INVALID_TOKEN, route=route.name)
-        remembered = state.remembered(route, identity)
+        memo_key = _memo_key(identity, found)
+        remembered = state.remembered(memo_key, identity)
         if remembered is not None:
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
-        if not route.permits(roles, identity.scopes):
+        if not route.permits(roles, identity.scopes, found.params):
             return denials.deny(
                 Reason.INSUFFICIENT_ROLE,
                 route=route.name,
                 subject=identity.subject,
                 required_scopes=route.scopes,
             )
-        return state.allow(route, identity, roles)
+        return state.allow(memo_key, route, identity, roles)
 
     async def _check_public(
         self,
         state: _State,
-        route: Route,
+        found: RouteMatch,
         token: BearerToken | TokenProblem,
         timeout_s: float,
     ) -> Decision:
         """A public route needs no token; a valid one still gets its identity headers."""
-        settings = state.settings
+        settings, route = state.settings, found.route
         if not isinstance(token, BearerToken):
             return _allow(settings, Reason.PUBLIC, route, None, frozenset())
         try:
@@ -230,11 +232,19 @@ class Authorizer:
         if isinstance(identity, Inactive):
             return _allow(settings, Reason.PUBLIC, route, None, frozenset())
         # Remembered like any allow, so a minted identity token is reused here too.
-        remembered = state.remembered(route, identity)
+        memo_key = _memo_key(identity, found)
+        remembered = state.remembered(memo_key, identity)
         if remembered is not None:
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
-        return state.allow(route, identity, roles, Reason.PUBLIC)
+        return state.allow(memo_key, route, identity, roles, Reason.PUBLIC)
+
+
+def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey:
+    route = found.route
+    # On a scoped route the decision depends on the resource the path names.
+    resource = tuple(found.params.items()) if route.scoped else ()
+    return (id(identity), route.name, resource)
 
 
 def _allow(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from extauthz_server.core.role_templates import RolePattern
+
 DEFAULT_ROLE_CLAIMS = ("realm_access.roles", "resource_access.{client_id}.roles")
 
 
@@ -52,10 +54,13 @@ def is_header_safe_role(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RoleMap:
-    """Many-to-many table from provider role names to internal role names."""
+    """Many-to-many table from provider role names to internal role names; a name with
+    placeholders (`Manager for {region}`) maps every role of its form, scoped to the part
+    it captures. An exact name wins over a pattern."""
 
     table: Mapping[str, frozenset[str]]
     pass_through_unmapped: bool = False
+    patterns: tuple[RolePattern, ...] = ()
 
     def map(self, provider_roles: Iterable[str]) -> frozenset[str]:
         internal: set[str] = set()
@@ -63,6 +68,28 @@ class RoleMap:
             mapped = self.table.get(role)
             if mapped is not None:
                 internal.update(mapped)
+            elif self.patterns and self._map_scoped(role, internal):
+                continue
             elif self.pass_through_unmapped and is_header_safe_role(role):
                 internal.add(role)
         return frozenset(internal)
+
+    def _map_scoped(self, role: str, internal: set[str]) -> bool:
+        matched = False
+        for pattern in self.patterns:
+            names = pattern.map(role)
+            if names is not None:
+                matched = True
+                # A captured value with a comma would split the roles header: not a role.
+                internal.update(name for name in names if is_header_safe_role(name))
+        return matched
+
+    @property
+    def produced(self) -> frozenset[str]:
+        """Every internal role the exact names can produce."""
+        return frozenset().union(*self.table.values())
+
+    @property
+    def produced_skeletons(self) -> frozenset[str]:
+        """The shapes (`RoleTemplate.skeleton`) of the roles the patterns can produce."""
+        return frozenset(o.skeleton for pattern in self.patterns for o in pattern.outputs)

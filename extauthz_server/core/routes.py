@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from extauthz_server.core.path_template import NO_CAPTURES, PathTemplate, SegmentKind
+from extauthz_server.core.role_templates import RoleTemplate
 
 
 class PathKind(enum.Enum):
@@ -111,6 +112,14 @@ class Route:
     scopes: frozenset[str] = frozenset()
     # Only tokens of this provider are accepted here; None: the token's issuer decides.
     provider: str | None = None
+    # Required roles named from the path template's captures (`manager:{region}`).
+    any_of_scoped: tuple[RoleTemplate, ...] = ()
+    all_of_scoped: tuple[RoleTemplate, ...] = ()
+
+    @property
+    def scoped(self) -> bool:
+        """Whether what the route requires depends on the path's captures."""
+        return bool(self.any_of_scoped or self.all_of_scoped)
 
     def matches(self, host: str, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:
@@ -123,11 +132,25 @@ class Route:
             return False
         return self.path.matches(path)
 
-    def permits(self, roles: frozenset[str], scopes: frozenset[str]) -> bool:
-        """Whether an authenticated caller with these internal roles and scopes may pass."""
-        if self.any_of and self.any_of.isdisjoint(roles):
+    def permits(
+        self,
+        roles: frozenset[str],
+        scopes: frozenset[str],
+        params: Mapping[str, str] = NO_CAPTURES,
+    ) -> bool:
+        """Whether an authenticated caller with these internal roles and scopes may pass, on
+        a path whose template captured `params`."""
+        any_of, all_of = (self.required(params)) if self.scoped else (self.any_of, self.all_of)
+        if any_of and any_of.isdisjoint(roles):
             return False
-        return self.all_of <= roles and self.scopes <= scopes
+        return all_of <= roles and self.scopes <= scopes
+
+    def required(self, params: Mapping[str, str]) -> tuple[frozenset[str], frozenset[str]]:
+        """`any_of` and `all_of` with the scoped roles named for these captures."""
+        return (
+            self.any_of.union(role.render(params) for role in self.any_of_scoped),
+            self.all_of.union(role.render(params) for role in self.all_of_scoped),
+        )
 
     def shadows(self, later: Route) -> bool:
         """Whether every request `later` could match is already taken by this route."""

@@ -64,7 +64,7 @@ def http_get(
         return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
 
 
-def _warm_up(keycloak: Keycloak) -> None:
+def warm_up(keycloak: Keycloak) -> None:
     """A fresh JVM answers its first introspections in seconds, far past Envoy's 250 ms budget;
     a deployed Keycloak is warm, so the scenarios run against a warm one too."""
     token = keycloak.password_grant("bob")["access_token"]
@@ -76,7 +76,7 @@ def _warm_up(keycloak: Keycloak) -> None:
 def authz_process(
     keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AuthzProcess]:
-    _warm_up(keycloak)
+    warm_up(keycloak)
     text = seed_config_text(keycloak.issuer, ttl_seconds=E2E_CACHE_TTL_S, timeout_ms=200)
     process = AuthzProcess.start(text, tmp_path_factory.mktemp("authz"))
     yield process

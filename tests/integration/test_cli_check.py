@@ -137,3 +137,27 @@ def test_check_shows_what_the_path_template_captured(tmp_path: Path) -> None:
     assert "captured:        region = europe" in text.stdout
     assert "captured:        rest = 7/history" in text.stdout
     assert json.loads(report.stdout)["params"] == {"region": "europe", "rest": "7/history"}
+
+
+def test_check_shows_the_scoped_roles_the_route_requires_for_this_path(tmp_path: Path) -> None:
+    routes = [
+        {
+            "name": "region-forms",
+            "path_template": "/api/regions/{region}/forms/{rest=**}",
+            "any_of": ["manager:{region}", "admin"],
+        }
+    ]
+    config = tmp_path / "config.yaml"
+    issuer = f"http://127.0.0.1:{free_port()}/realms/demo"
+    mapping = {"Manager for {region}": ["manager:{region}"]}
+    config.write_text(seed_config_text(issuer, routes=routes, role_mapping=mapping))
+    claims = claims_file(tmp_path, ["Manager for Europe"])
+    path = "/api/regions/europe/forms/7"
+
+    text = run_cli("check", "--config", str(config), "--path", path, "--claims", str(claims))
+
+    # The case mismatch that denies is in plain sight: held manager:Europe, needed manager:europe.
+    assert text.returncode == 1
+    assert "decision:        deny (403, insufficient_role)" in text.stdout
+    assert "internal roles:  manager:Europe" in text.stdout
+    assert "route requires:  any of admin, manager:europe" in text.stdout

@@ -37,6 +37,7 @@ def seed_config_text(
     cache: dict[str, Any] | None = None,
     logging: dict[str, Any] | None = None,
     routes: list[dict[str, Any]] | None = None,
+    role_mapping: dict[str, list[str]] | None = None,
 ) -> str:
     """The seed configuration as YAML; the dict options add or replace keys of a section."""
     document: dict[str, Any] = {
@@ -57,7 +58,8 @@ def seed_config_text(
                 "admin": ["admin"],
                 "manager": ["creator"],
                 "org manager": ["platformAdmin"],
-            },
+            }
+            | (role_mapping or {}),
             "pass_through_unmapped": False,
         },
         "cache": {"ttl_seconds": ttl_seconds, "max_entries": 1000} | (cache or {}),

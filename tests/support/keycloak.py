@@ -50,6 +50,7 @@ USER_PASSWORDS: Mapping[str, str] = {
     "dave": "dave-pw",
     "erin": "erin-pw",
     "frank": "frank-pw",
+    "maria": "maria-pw",
 }
 
 _LOG_TAIL_LINES = 60

@@ -1,0 +1,78 @@
+"""Roles scoped to a region, as deployed: real Envoy → our server → real Keycloak. Keycloak's
+realm role `Manager for Europe` maps to `manager:europe`, which the region's forms require."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import http_get, warm_up
+from tests.support.authz_process import AuthzProcess
+from tests.support.configs import seed_config_text
+from tests.support.envoy import EnvoyProcess
+from tests.support.envoy_fixture import EnvoyFactory
+from tests.support.keycloak import Keycloak
+
+pytestmark = [pytest.mark.keycloak, pytest.mark.envoy]
+
+REGION_ROUTES = [
+    {
+        "name": "region-forms",
+        "path_template": "/api/regions/{region}/forms/{rest=**}",
+        "any_of": ["manager:{region|lower}", "admin"],
+    },
+    {"name": "default", "path_prefix": "/", "any_of": []},
+]
+
+
+@pytest.fixture(scope="module")
+def envoy(
+    keycloak: Keycloak, envoy_factory: EnvoyFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EnvoyProcess]:
+    warm_up(keycloak)
+    text = seed_config_text(
+        keycloak.issuer,
+        timeout_ms=200,
+        routes=REGION_ROUTES,
+        role_mapping={"Manager for {region}": ["manager:{region|lower}"]},
+    )
+    process = AuthzProcess.start(text, tmp_path_factory.mktemp("scoped-authz"))
+    yield envoy_factory(process.grpc_port)
+    process.stop()
+
+
+def token_of(keycloak: Keycloak, username: str) -> str:
+    return str(keycloak.password_grant(username)["access_token"])
+
+
+def test_a_europe_manager_reaches_europes_forms_with_the_scoped_role(
+    envoy: EnvoyProcess, keycloak: Keycloak
+) -> None:
+    reply = http_get(envoy, "/api/regions/europe/forms/1", token=token_of(keycloak, "maria"))
+
+    assert reply.status == 200
+    assert reply.upstream_headers["x-auth-roles"] == "manager:europe"
+    assert reply.upstream_headers["x-auth-username"] == "maria"
+
+
+def test_a_europe_manager_is_forbidden_from_asias_forms(
+    envoy: EnvoyProcess, keycloak: Keycloak
+) -> None:
+    reply = http_get(envoy, "/api/regions/asia/forms/1", token=token_of(keycloak, "maria"))
+
+    assert reply.status == 403
+    assert 'error="insufficient_scope"' in reply.headers["www-authenticate"]
+
+
+def test_an_unscoped_admin_reaches_every_region(envoy: EnvoyProcess, keycloak: Keycloak) -> None:
+    token = token_of(keycloak, "alice")
+
+    assert http_get(envoy, "/api/regions/asia/forms/1", token=token).status == 200
+    assert http_get(envoy, "/api/regions/europe/forms/1", token=token).status == 200
+
+
+def test_a_manager_without_a_region_is_forbidden(envoy: EnvoyProcess, keycloak: Keycloak) -> None:
+    reply = http_get(envoy, "/api/regions/europe/forms/1", token=token_of(keycloak, "bob"))
+
+    assert reply.status == 403
