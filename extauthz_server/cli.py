@@ -5,6 +5,8 @@ extauthz-server validate-config FILE        check a configuration; exit 2 naming
 extauthz-server check --config FILE --path P [--method M] [--host H]
                       [--token T | --claims FILE] [--json]
                                             explain the decision for one request
+extauthz-server test-policy --config FILE CASES
+                                            run a table of policy cases; exit 1 if one fails
 extauthz-server demo [...]                  the local demo (see `demo --help`)
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from extauthz_server import __version__
 from extauthz_server.app.explain import Explanation, explain, read_claims
+from extauthz_server.app.policy_tests import read_cases, report, run_cases
 from extauthz_server.app.server import serve
 from extauthz_server.app.workers import WORKER_FLAG, WorkerPool
 from extauthz_server.config.model import Config, load_config
@@ -34,7 +37,7 @@ from extauthz_server.ops.logs import configure_logging
 EXIT_DENIED = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_PROVIDER_ERROR = 3
-COMMANDS = ("serve", "validate-config", "check", "demo")
+COMMANDS = ("serve", "validate-config", "check", "test-policy", "demo")
 _PROVIDER_FAILURES = frozenset({Reason.PROVIDER_UNAVAILABLE, Reason.PROVIDER_REJECTED_CLIENT})
 
 
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args)
         if command == "check":
             return _check(args)
+        if command == "test-policy":
+            return _test_policy(args)
         return _serve(args)
     except ConfigError as exc:
         print(f"extauthz-server: configuration error: {exc}", file=sys.stderr)
@@ -128,6 +133,27 @@ def _check(argv: list[str]) -> int:
     if explanation.decision.reason in _PROVIDER_FAILURES:
         return EXIT_PROVIDER_ERROR
     return 0 if explanation.decision.allowed else EXIT_DENIED
+
+
+def _test_policy(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="extauthz-server test-policy",
+        description="Run a table of cases through the real decision path, with the identities "
+        "the file gives (no provider is called). Exit 0 when every case passes, 1 when one "
+        "fails, 2 for an error in the configuration or the cases file.",
+    )
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("cases", type=Path, help="YAML file with a list of `cases`")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, os.environ)
+    try:
+        cases = read_cases(args.cases)
+    except ConfigError as exc:
+        print(f"extauthz-server: error in {args.cases}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    results = asyncio.run(run_cases(config, cases, now=time.time()))
+    print(report(results))
+    return 0 if all(result.passed for result in results) else EXIT_DENIED
 
 
 def _print(explanation: Explanation, *, as_json: bool) -> None:

@@ -146,6 +146,15 @@ def test_printed_flow_gives_200_with_roles_403_and_401(demo: Demo) -> None:
     assert status == 200, body
     assert json.loads(body)["headers"]["x-auth-roles"] == "platformAdmin"
 
+    # The seed's example: a role scoped to a region.
+    assert f"{demo.url('/api/regions/asia/forms/1')}   # 403, Manager for Europe only" in printed
+    maria = {"Authorization": f"Bearer {_password_grant(demo, 'maria')}"}
+    status, _, body = _http("GET", demo.url("/api/regions/europe/forms/1"), headers=maria)
+    assert status == 200, body
+    assert json.loads(body)["headers"]["x-auth-roles"] == "manager:europe"
+    status, _, body = _http("GET", demo.url("/api/regions/asia/forms/1"), headers=maria)
+    assert status == 403, body
+
 
 @pytest.mark.envoy
 def test_sigterm_stops_everything_quickly_with_exit_0(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ USERS: Mapping[str, DemoUser] = {
         DemoUser("bob", ("manager",), ("orders.read",)),
         DemoUser("carol", ("org manager",), ("orders.read",)),
         DemoUser("dave", ()),
+        DemoUser("maria", ("Manager for Europe",)),
     )
 }
 

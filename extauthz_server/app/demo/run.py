@@ -34,7 +34,12 @@ EXIT_MISSING_PREREQUISITE = 2
 SERVER_READY_TIMEOUT_S = 30.0
 
 # The example configuration's roles and routes (examples/config.yaml).
-ROLE_MAPPING = {"admin": ["admin"], "manager": ["creator"], "org manager": ["platformAdmin"]}
+ROLE_MAPPING = {
+    "admin": ["admin"],
+    "manager": ["creator"],
+    "org manager": ["platformAdmin"],
+    "Manager for {region}": ["manager:{region|lower}"],
+}
 ROUTES: list[dict[str, object]] = [
     {"name": "health", "path_prefix": "/healthz", "public": True},
     {
@@ -44,6 +49,11 @@ ROUTES: list[dict[str, object]] = [
         "any_of": ["admin", "platformAdmin"],
     },
     {"name": "forms", "path_prefix": "/api/forms", "any_of": ["creator", "admin"]},
+    {
+        "name": "region-forms",
+        "path_template": "/api/regions/{region}/forms/{rest=**}",
+        "any_of": ["manager:{region|lower}", "admin"],
+    },
     {"name": "default", "path_prefix": "/", "any_of": []},
 ]
 # What each demo user gets through Envoy: (path, expected status, note).
@@ -52,6 +62,10 @@ _EXPECTED: Mapping[str, tuple[tuple[str, int, str], ...]] = {
     "bob": (("/api/forms", 200, "x-auth-roles: creator"), ("/admin", 403, "not an admin")),
     "carol": (("/admin", 200, "x-auth-roles: platformAdmin"), ("/api/forms", 403, "")),
     "dave": (("/whoami", 200, "any signed-in user, no roles"), ("/api/forms", 403, "")),
+    "maria": (
+        ("/api/regions/europe/forms/1", 200, "x-auth-roles: manager:europe"),
+        ("/api/regions/asia/forms/1", 403, "Manager for Europe only"),
+    ),
 }
 
 log = logging.getLogger(__name__)
@@ -212,7 +226,7 @@ def _instructions(envoy_port: int, http_port: int, provider: IdentityProvider) -
         f"Ready. Envoy: {base}   identity provider: {provider.issuer}",
         f"extauthz-server: /readyz on http://127.0.0.1:{http_port}/readyz",
         "",
-        "Get a token (users alice, bob, carol, dave; password <name>-pw):",
+        f"Get a token (users {', '.join(idp.USERS)}; password <name>-pw):",
         "",
     ]
     for user in idp.USERS.values():
