@@ -172,6 +172,11 @@ def _print(explanation: Explanation, *, as_json: bool) -> None:
             for kind, names in explanation.required.items()
             if names
         ),
+        *(
+            [f"condition:       {c['when']}  →  {c['result']}"]
+            if (c := explanation.condition) is not None
+            else []
+        ),
         f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
         f"provider roles:  {', '.join(provider_roles) or '(none)'}",
         f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",

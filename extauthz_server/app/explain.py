@@ -14,7 +14,7 @@ import aiohttp
 from extauthz_server.app.strategy_context import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.config.model import Config, authorizer_settings
 from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, IdentitySource
-from extauthz_server.core.decision import Decision
+from extauthz_server.core.decision import Decision, Reason
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
 from extauthz_server.core.paths import PathError, normalise_path
 from extauthz_server.core.policy import RouteMatch
@@ -38,6 +38,8 @@ class Explanation:
     params: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # What the matched route requires, its scoped roles named for these captures.
     required: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
+    # The route's `when` and what it gave: true, false, error, or not reached.
+    condition: Mapping[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         decision = self.decision
@@ -49,6 +51,7 @@ class Explanation:
             "route": decision.route,
             "params": dict(self.params),
             "required": dict(self.required),
+            "condition": dict(self.condition) if self.condition is not None else None,
             "identity": _identity_dict(identity),
             "provider_roles": sorted(identity.provider_roles)
             if isinstance(identity, Identity)
@@ -177,7 +180,14 @@ async def _run(
         "all_of": sorted(all_of),
         "scopes": sorted(found.route.scopes),
     }
-    return Explanation(decision, identity, roles, found.params, required)
+    condition = None
+    if found.route.condition is not None:
+        result = _CONDITION_RESULTS.get(decision.reason, "true" if decision.allowed else "")
+        condition = {"when": found.route.condition.text, "result": result or "not reached"}
+    return Explanation(decision, identity, roles, found.params, required, condition)
+
+
+_CONDITION_RESULTS = {Reason.CONDITION_FALSE: "false", Reason.CONDITION_ERROR: "error"}
 
 
 def _route_match(settings: AuthorizerSettings, request: AuthRequest) -> RouteMatch | None:

@@ -151,7 +151,12 @@ async def start_provider(
     resolver = IdentityResolver(
         strategy,
         local,
-        CachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.stale_if_error_s),
+        CachePolicy(
+            cache.ttl_s,
+            cache.negative_ttl_s,
+            cache.stale_if_error_s,
+            keep_claims=config.policy.reads_claims,
+        ),
         shared=shared,
         max_concurrency=provider.max_concurrency,
     )

@@ -111,6 +111,11 @@ class Server:
                 ("server", old.server, new.server),
                 ("provider", old.providers, new.providers),
                 ("cache", old.cache, new.cache),
+                (
+                    "identity.claims in routes[].when",
+                    old.policy.reads_claims,
+                    new.policy.reads_claims,
+                ),
             )
             if before != after
         ]

@@ -48,7 +48,8 @@ def entry_size(entry: CacheEntry) -> int:
     strings = [*text, *result.scopes, *result.provider_roles, *result.audience]
     # Calibrated with bench/memory.py: 100,000 Keycloak-shaped identities take about 1.9 KiB
     # each in RSS, index entries and LRU bookkeeping included.
-    return 900 + sum(60 + len(s) for s in strings if s)
+    claims = 0 if result.claims is None else 3 * len(json.dumps(result.claims, default=str))
+    return 900 + claims + sum(60 + len(s) for s in strings if s)
 
 
 def encode_entry(entry: CacheEntry) -> bytes:
@@ -72,6 +73,8 @@ def encode_entry(entry: CacheEntry) -> bytes:
             "sid": result.session_id,
             "aud": list(result.audience),
         }
+        if result.claims is not None:
+            document["identity"]["claims"] = result.claims  # type: ignore[index]
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -100,12 +103,21 @@ def decode_entry(data: bytes) -> CacheEntry:
             expires_at=None if raw.get("exp") is None else float(raw["exp"]),
             session_id=_optional(raw.get("sid")),
             audience=tuple(_texts(raw.get("aud", []))),
+            claims=_claims(raw.get("claims")),
         )
         return CacheEntry(identity, fresh_until, stale_until)
     except EntryFormatError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EntryFormatError(f"malformed cache entry: {type(exc).__name__}") from None
+
+
+def _claims(value: object) -> dict[str, object] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EntryFormatError("claims are not an object")
+    return value
 
 
 def _text(value: object) -> str:

@@ -4,6 +4,7 @@ time, a bounded number at once) → Identity, cached in both levels."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,9 @@ class CachePolicy:
     ttl_s: float
     negative_ttl_s: float
     stale_if_error_s: float = 0.0
+    # Keep the identity's claims (for route conditions that read them); else drop them
+    # before anything is cached, so no cache level holds the provider's answer.
+    keep_claims: bool = False
 
 
 @dataclass(slots=True)
@@ -57,6 +61,10 @@ class ResolverStats:
 # Which level answered the current Check (read by the audit line): "l1", "l2", "provider",
 # "stale", or "" when no identity was looked up.
 lookup_level: ContextVar[str] = ContextVar("lookup_level", default="")
+
+
+def without_claims(identity: Identity) -> Identity:
+    return identity if identity.claims is None else dataclasses.replace(identity, claims=None)
 
 
 class IdentityResolver:
@@ -130,6 +138,8 @@ class IdentityResolver:
         lookup_level.set("provider")
         try:
             result = await self._identify(token, deadline)
+            if isinstance(result, Identity) and not self._cache_policy.keep_claims:
+                result = without_claims(result)
             if isinstance(result, Identity) and self._local.is_revoked(result.session_id):
                 # A logout ended the session: a JWT validated locally (or an answer that
                 # was under way) would otherwise still pass until the token expires.

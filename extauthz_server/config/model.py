@@ -21,6 +21,7 @@ from extauthz_server.config.identity_token import parse_identity_token
 from extauthz_server.config.providers import ProviderConfig, parse_providers
 from extauthz_server.config.reader import EnvValue, Section, optional_secret, secret_key_path
 from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
+from extauthz_server.core.conditions import Condition, ConditionError
 from extauthz_server.core.headers import HeaderNames
 from extauthz_server.core.identity_token import IdentityTokenSettings
 from extauthz_server.core.policy import Policy
@@ -393,6 +394,7 @@ def _route(
     all_of, all_of_scoped = _required_roles(section, "all_of", captured)
     scopes = frozenset(section.string_list("scopes"))
     provider = section.optional_string("provider")
+    condition = _condition(section, public)
     if provider is not None and provider not in providers:
         raise ConfigError(
             section.key("provider"), f"no provider is named {provider!r} (providers[].name)"
@@ -422,7 +424,20 @@ def _route(
         provider=provider,
         any_of_scoped=any_of_scoped,
         all_of_scoped=all_of_scoped,
+        condition=condition,
     )
+
+
+def _condition(section: Section, public: bool) -> Condition | None:
+    text = section.optional_string("when")
+    if text is None:
+        return None
+    if public:
+        raise ConfigError(section.key("when"), "a public route has no caller to decide on")
+    try:
+        return Condition.compile(text)
+    except ConditionError as exc:
+        raise ConfigError(section.key("when"), str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from extauthz_server.core.conditions import ConditionResult, Outcome
 from extauthz_server.core.decision import Decision, Denials, Reason
 from extauthz_server.core.headers import HeaderNames, upstream_headers
 from extauthz_server.core.identity import Identity, Inactive
@@ -83,6 +84,8 @@ class _State:
     minter: IdentityTokenMinter | None
     # For routes pinned to a provider: denials that name that provider's realm.
     provider_denials: dict[str, Denials]
+    # Undecidable conditions are logged at most once a minute per route.
+    condition_warnings: _Throttle
     # MemoKey → (that Identity, its Decision, the time until which the Decision's minted
     # token may be reused, or None when it carries none). The Identity is kept so a reused
     # id can never be mistaken for it.
@@ -98,14 +101,16 @@ class _State:
             name: by_realm.setdefault(realm, Denials(realm))
             for name, realm in settings.provider_realms.items()
         }
-        return cls(settings, default, clock, minter, provider_denials)
+        return cls(settings, default, clock, minter, provider_denials, _Throttle(clock))
 
     def denials_for(self, route: Route) -> Denials:
         if route.provider is None:
             return self.denials
         return self.provider_denials.get(route.provider, self.denials)
 
-    def remembered(self, key: MemoKey, identity: Identity) -> Decision | None:
+    def remembered(self, key: MemoKey | None, identity: Identity) -> Decision | None:
+        if key is None:
+            return None
         memo = self.allowed.get(key)
         if memo is None or memo[0] is not identity:
             return None
@@ -116,7 +121,7 @@ class _State:
 
     def allow(
         self,
-        key: MemoKey,
+        key: MemoKey | None,
         route: Route,
         identity: Identity,
         roles: frozenset[str],
@@ -134,6 +139,8 @@ class _State:
                 identity.expires_at,
             )
         decision = _allow(self.settings, reason, route, identity, roles, minted)
+        if key is None:
+            return decision
         if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()
         reuse_until = minted.reuse_until if minted is not None else None
@@ -211,7 +218,25 @@ class Authorizer:
                 subject=identity.subject,
                 required_scopes=route.scopes,
             )
+        if route.condition is not None:
+            result = route.condition.evaluate(request, path, found.params, identity, roles)
+            if result.outcome is not Outcome.TRUE:
+                return self._condition_denial(state, denials, route, identity, result)
         return state.allow(memo_key, route, identity, roles)
+
+    def _condition_denial(
+        self,
+        state: _State,
+        denials: Denials,
+        route: Route,
+        identity: Identity,
+        result: ConditionResult,
+    ) -> Decision:
+        if result.outcome is Outcome.FALSE:
+            return denials.deny(Reason.CONDITION_FALSE, route=route.name, subject=identity.subject)
+        if state.condition_warnings.admit(route.name):
+            log.warning("route %s: condition could not be decided: %s", route.name, result.problem)
+        return denials.deny(Reason.CONDITION_ERROR, route=route.name, subject=identity.subject)
 
     async def _check_public(
         self,
@@ -240,11 +265,31 @@ class Authorizer:
         return state.allow(memo_key, route, identity, roles, Reason.PUBLIC)
 
 
-def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey:
+def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey | None:
+    """None on a route with a condition: its decision depends on the whole request."""
     route = found.route
+    if route.condition is not None:
+        return None
     # On a scoped route the decision depends on the resource the path names.
     resource = tuple(found.params.items()) if route.scoped else ()
     return (id(identity), route.name, resource)
+
+
+class _Throttle:
+    """At most one admitted event per key per interval (a log line a minute per route)."""
+
+    def __init__(self, clock: Callable[[], float], interval_s: float = 60.0) -> None:
+        self._clock = clock
+        self._interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def admit(self, key: str) -> bool:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            return False
+        self._last[key] = now
+        return True
 
 
 def _allow(

@@ -19,6 +19,8 @@ class Reason(StrEnum):
     MALFORMED_TOKEN = "malformed_token"  # noqa: S105
     INVALID_TOKEN = "invalid_token"  # noqa: S105
     INSUFFICIENT_ROLE = "insufficient_role"
+    CONDITION_FALSE = "condition_false"
+    CONDITION_ERROR = "condition_error"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_REJECTED_CLIENT = "provider_rejected_client"
     INTERNAL_ERROR = "internal_error"
@@ -67,6 +69,16 @@ _DENIALS: Mapping[Reason, _Denial] = {
         "The caller lacks a required role or scope",
         "insufficient_scope",
         True,
+    ),
+    Reason.CONDITION_FALSE: _Denial(
+        403,
+        "insufficient_scope",
+        "The request does not meet the route condition",
+        "insufficient_scope",
+        True,
+    ),
+    Reason.CONDITION_ERROR: _Denial(
+        403, "access_denied", "The route condition could not be decided", None, False
     ),
     Reason.PROVIDER_UNAVAILABLE: _Denial(
         503, "temporarily_unavailable", "The identity provider is unavailable", None, False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from extauthz_server.core.roles import ClaimPath, read_roles
 
@@ -26,6 +26,9 @@ class Identity:
     expires_at: float | None
     session_id: str | None = None
     audience: tuple[str, ...] = ()
+    # The claims the strategy read (the introspection answer or the JWT payload), for route
+    # conditions; kept in the caches only when a condition reads them, else None.
+    claims: Mapping[str, object] | None = field(default=None, compare=False)
 
 
 class Inactive(enum.Enum):
@@ -114,6 +117,7 @@ def identity_from_claims(
         expires_at=expires_at,
         session_id=_string(claims, "sid"),
         audience=audience_of(claims.get("aud")),
+        claims=claims if isinstance(claims, dict) else dict(claims),
     )
 
 

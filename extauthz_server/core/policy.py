@@ -35,6 +35,11 @@ class Policy:
     def of(cls, routes: Iterable[Route]) -> Policy:
         return cls(tuple(routes))
 
+    @property
+    def reads_claims(self) -> bool:
+        """Whether a route's condition may read `identity.claims`."""
+        return any(r.condition is not None and r.condition.reads_claims for r in self.routes)
+
     def match(self, host: str, path: str, method: str) -> RouteMatch | None:
         """The first route matching host, normalised path and method; `host` may carry a port.
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from extauthz_server.core.conditions import Condition
 from extauthz_server.core.path_template import NO_CAPTURES, PathTemplate, SegmentKind
 from extauthz_server.core.role_templates import RoleTemplate
 
@@ -115,6 +116,8 @@ class Route:
     # Required roles named from the path template's captures (`manager:{region}`).
     any_of_scoped: tuple[RoleTemplate, ...] = ()
     all_of_scoped: tuple[RoleTemplate, ...] = ()
+    # `when`: decided after the roles and scopes pass; None: no condition.
+    condition: Condition | None = field(default=None, compare=False)
 
     @property
     def scoped(self) -> bool:

@@ -1,9 +1,11 @@
-"""Roles scoped to a region, as deployed: real Envoy → our server → real Keycloak. Keycloak's
-realm role `Manager for Europe` maps to `manager:europe`, which the region's forms require."""
+"""Resource-scoped rules, as deployed: real Envoy → our server → real Keycloak. Keycloak's
+realm role `Manager for Europe` maps to `manager:europe`, which the region's forms require;
+a condition on Keycloak's `groups` claim keeps each user to their own organisation."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,11 +18,16 @@ from tests.support.keycloak import Keycloak
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.envoy]
 
-REGION_ROUTES = [
+REGION_ROUTES: list[dict[str, Any]] = [
     {
         "name": "region-forms",
         "path_template": "/api/regions/{region}/forms/{rest=**}",
         "any_of": ["manager:{region|lower}", "admin"],
+    },
+    {
+        "name": "org-api",
+        "path_template": "/api/orgs/{org}/{rest=**}",
+        "when": '"/orgs/" + params.org in identity.claims.groups',
     },
     {"name": "default", "path_prefix": "/", "any_of": []},
 ]
@@ -76,3 +83,20 @@ def test_a_manager_without_a_region_is_forbidden(envoy: EnvoyProcess, keycloak: 
     reply = http_get(envoy, "/api/regions/europe/forms/1", token=token_of(keycloak, "bob"))
 
     assert reply.status == 403
+
+
+def test_a_condition_on_the_groups_claim_keeps_a_user_to_their_own_organisation(
+    envoy: EnvoyProcess, keycloak: Keycloak
+) -> None:
+    # bob is in Keycloak's group /orgs/acme; the introspection answer names it in `groups`.
+    token = token_of(keycloak, "bob")
+
+    own = http_get(envoy, "/api/orgs/acme/invoices/7", token=token)
+    other = http_get(envoy, "/api/orgs/globex/invoices/7", token=token)
+    nobody = http_get(envoy, "/api/orgs/acme/invoices/7", token=token_of(keycloak, "dave"))
+
+    assert own.status == 200
+    assert own.upstream_headers["x-auth-username"] == "bob"
+    assert other.status == 403
+    assert 'error="insufficient_scope"' in other.headers["www-authenticate"]
+    assert nobody.status == 403

@@ -161,3 +161,36 @@ def test_check_shows_the_scoped_roles_the_route_requires_for_this_path(tmp_path:
     assert "decision:        deny (403, insufficient_role)" in text.stdout
     assert "internal roles:  manager:Europe" in text.stdout
     assert "route requires:  any of admin, manager:europe" in text.stdout
+
+
+def test_check_shows_the_routes_condition_and_what_it_gave(tmp_path: Path) -> None:
+    when = '"/orgs/" + params.org in identity.claims.groups'
+    routes = [{"name": "org-api", "path_template": "/api/orgs/{org}/{rest=**}", "when": when}]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        seed_config_text(f"http://127.0.0.1:{free_port()}/realms/demo", routes=routes)
+    )
+    claims = claims_file(tmp_path, ["manager"])
+    document = json.loads(claims.read_text())
+    claims.write_text(json.dumps({**document, "groups": ["/orgs/acme"]}))
+
+    own = run_cli(
+        "check", "--config", str(config), "--path", "/api/orgs/acme/x", "--claims", str(claims)
+    )
+    other = run_cli(
+        "check",
+        "--config",
+        str(config),
+        "--path",
+        "/api/orgs/globex/x",
+        "--claims",
+        str(claims),
+        "--json",
+    )
+
+    assert own.returncode == 0, own.stderr
+    assert f"condition:       {when}  →  true" in own.stdout
+    assert other.returncode == 1
+    report = json.loads(other.stdout)
+    assert report["reason"] == "condition_false"
+    assert report["condition"] == {"when": when, "result": "false"}
