@@ -341,6 +341,8 @@ async def test_redis_cluster_is_shared_between_replicas(
     for i in range(5):
         standin.documents[f"t{i}"] = active_document(f"user{i}", ["manager"], sid=f"s{i}")
         assert await allowed(first, f"t{i}")
+        # The first replica writes to Redis in the background: the second reads it once written.
+        await first.redis_settled()
         assert await allowed(second, f"t{i}")
 
     assert len(standin.calls) == 5
