@@ -75,7 +75,8 @@ def encode_entry(entry: CacheEntry) -> bytes:
         }
         if result.claims is not None:
             document["identity"]["claims"] = result.claims  # type: ignore[index]
-    return json.dumps(document, separators=(",", ":")).encode()
+    # A strategy of one's own may hand over claims JSON cannot hold: they are written as text.
+    return json.dumps(document, separators=(",", ":"), default=str).encode()
 
 
 class EntryFormatError(ValueError):

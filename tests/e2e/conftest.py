@@ -64,6 +64,10 @@ def http_get(
         return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
 
 
+def access_token(keycloak: Keycloak, username: str) -> str:
+    return str(keycloak.password_grant(username)["access_token"])
+
+
 def warm_up(keycloak: Keycloak) -> None:
     """A fresh JVM answers its first introspections in seconds, far past Envoy's 250 ms budget;
     a deployed Keycloak is warm, so the scenarios run against a warm one too."""

@@ -8,15 +8,11 @@ import time
 import jwt
 import pytest
 
-from tests.e2e.conftest import E2E_CACHE_TTL_S, http_get
+from tests.e2e.conftest import E2E_CACHE_TTL_S, access_token, http_get
 from tests.support.envoy import EnvoyProcess
 from tests.support.keycloak import REPORTING_JOB_CLIENT_ID, REPORTING_JOB_SECRET, Keycloak
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.envoy]
-
-
-def access_token(keycloak: Keycloak, username: str) -> str:
-    return str(keycloak.password_grant(username)["access_token"])
 
 
 def test_no_token_gets_401_with_bearer_challenge(envoy: EnvoyProcess) -> None:

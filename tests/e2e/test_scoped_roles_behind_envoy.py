@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import http_get, warm_up
+from tests.e2e.conftest import access_token, http_get, warm_up
 from tests.support.authz_process import AuthzProcess
 from tests.support.configs import seed_config_text
 from tests.support.envoy import EnvoyProcess
@@ -49,14 +49,10 @@ def envoy(
     process.stop()
 
 
-def token_of(keycloak: Keycloak, username: str) -> str:
-    return str(keycloak.password_grant(username)["access_token"])
-
-
 def test_a_europe_manager_reaches_europes_forms_with_the_scoped_role(
     envoy: EnvoyProcess, keycloak: Keycloak
 ) -> None:
-    reply = http_get(envoy, "/api/regions/europe/forms/1", token=token_of(keycloak, "maria"))
+    reply = http_get(envoy, "/api/regions/europe/forms/1", token=access_token(keycloak, "maria"))
 
     assert reply.status == 200
     assert reply.upstream_headers["x-auth-roles"] == "manager:europe"
@@ -66,21 +62,21 @@ def test_a_europe_manager_reaches_europes_forms_with_the_scoped_role(
 def test_a_europe_manager_is_forbidden_from_asias_forms(
     envoy: EnvoyProcess, keycloak: Keycloak
 ) -> None:
-    reply = http_get(envoy, "/api/regions/asia/forms/1", token=token_of(keycloak, "maria"))
+    reply = http_get(envoy, "/api/regions/asia/forms/1", token=access_token(keycloak, "maria"))
 
     assert reply.status == 403
     assert 'error="insufficient_scope"' in reply.headers["www-authenticate"]
 
 
 def test_an_unscoped_admin_reaches_every_region(envoy: EnvoyProcess, keycloak: Keycloak) -> None:
-    token = token_of(keycloak, "alice")
+    token = access_token(keycloak, "alice")
 
     assert http_get(envoy, "/api/regions/asia/forms/1", token=token).status == 200
     assert http_get(envoy, "/api/regions/europe/forms/1", token=token).status == 200
 
 
 def test_a_manager_without_a_region_is_forbidden(envoy: EnvoyProcess, keycloak: Keycloak) -> None:
-    reply = http_get(envoy, "/api/regions/europe/forms/1", token=token_of(keycloak, "bob"))
+    reply = http_get(envoy, "/api/regions/europe/forms/1", token=access_token(keycloak, "bob"))
 
     assert reply.status == 403
 
@@ -89,11 +85,11 @@ def test_a_condition_on_the_groups_claim_keeps_a_user_to_their_own_organisation(
     envoy: EnvoyProcess, keycloak: Keycloak
 ) -> None:
     # bob is in Keycloak's group /orgs/acme; the introspection answer names it in `groups`.
-    token = token_of(keycloak, "bob")
+    token = access_token(keycloak, "bob")
 
     own = http_get(envoy, "/api/orgs/acme/invoices/7", token=token)
     other = http_get(envoy, "/api/orgs/globex/invoices/7", token=token)
-    nobody = http_get(envoy, "/api/orgs/acme/invoices/7", token=token_of(keycloak, "dave"))
+    nobody = http_get(envoy, "/api/orgs/acme/invoices/7", token=access_token(keycloak, "dave"))
 
     assert own.status == 200
     assert own.upstream_headers["x-auth-username"] == "bob"
