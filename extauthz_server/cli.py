@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from extauthz_server import __version__
@@ -41,8 +42,22 @@ COMMANDS = ("serve", "validate-config", "check", "test-policy", "demo")
 _PROVIDER_FAILURES = frozenset({Reason.PROVIDER_UNAVAILABLE, Reason.PROVIDER_REJECTED_CLIENT})
 
 
+COMMANDS_HELP = """commands:
+  serve             run the server (the default: `extauthz-server --config FILE`)
+  validate-config   check a configuration file; exit 2 naming the bad key
+  check             explain the decision for one request
+  test-policy       run a table of policy cases; exit 1 when one fails
+  demo              the whole stack on loopback, ready for curl
+
+`extauthz-server COMMAND --help` describes each."""
+# Placeholders for `validate-config --no-secrets`: long enough for every length rule.
+PLACEHOLDER_SECRET = "placeholder-secret-for-validation-0123456789"  # noqa: S105 - not a secret
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        return _unknown_command(args[0])
     command = args.pop(0) if args and args[0] in COMMANDS else "serve"
     if command == "demo":
         # Imported on demand: the demo brings an identity provider and an Envoy launcher.
@@ -62,9 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
 
 
+def _unknown_command(name: str) -> int:
+    close = difflib.get_close_matches(name, COMMANDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    print(f"extauthz-server: unknown command {name!r}{hint}\n\n{COMMANDS_HELP}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
 def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="extauthz-server", description="Envoy external authorization backed by Keycloak."
+        prog="extauthz-server",
+        description="Envoy external authorization backed by Keycloak.",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")
     parser.add_argument(
@@ -102,8 +127,36 @@ def _report_valid(path: Path, config: Config) -> int:
 def _validate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="extauthz-server validate-config")
     parser.add_argument("config", type=Path)
+    parser.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check the structure without the real secrets: every ${VARIABLE} that is not set "
+        "stands for a placeholder (for CI, where the secrets are not at hand)",
+    )
     args = parser.parse_args(argv)
-    return _report_valid(args.config, load_config(args.config, os.environ))
+    environ: Mapping[str, str] = os.environ
+    if args.no_secrets:
+        environ = _PlaceholderEnviron(os.environ)
+    return _report_valid(args.config, load_config(args.config, environ))
+
+
+class _PlaceholderEnviron(Mapping[str, str]):
+    """The environment, with a placeholder for every variable it does not have."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        return self._environ.get(name, PLACEHOLDER_SECRET)
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
 
 
 def _check(argv: list[str]) -> int:
@@ -124,7 +177,11 @@ def _check(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     config = load_config(args.config, os.environ)
-    claims = read_claims(args.claims) if args.claims is not None else None
+    try:
+        claims = read_claims(args.claims) if args.claims is not None else None
+    except ConfigError as exc:
+        print(f"extauthz-server: input error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     token = args.token if args.token is not None else ("cli-claims" if claims else None)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     request = AuthRequest(method=args.method, host=args.host, path=args.path, headers=headers)
@@ -149,7 +206,7 @@ def _test_policy(argv: list[str]) -> int:
     try:
         cases = read_cases(args.cases)
     except ConfigError as exc:
-        print(f"extauthz-server: error in {args.cases}: {exc}", file=sys.stderr)
+        print(f"extauthz-server: input error in {args.cases}: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     results = asyncio.run(run_cases(config, cases, now=time.time()))
     print(report(results))

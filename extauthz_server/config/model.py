@@ -111,10 +111,12 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from exc
-    return parse_config(text, environ, base_dir=path.parent)
+    return parse_config(text, environ, base_dir=path.parent, source=str(path))
 
 
-def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path()) -> Config:
+def parse_config(
+    text: str, environ: Mapping[str, str], base_dir: Path = Path(), *, source: str = "<text>"
+) -> Config:
     # Loading builds a few objects per route and frees nothing: the cyclic collector would
     # rescan them all again and again (for 100,000 routes, most of the load time).
     collecting = gc.isenabled()
@@ -123,7 +125,7 @@ def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path())
         try:
             data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
         except yaml.YAMLError as exc:
-            raise ConfigError("", f"not valid YAML: {exc}") from exc
+            raise ConfigError("", f"not valid YAML: {_yaml_problem(exc, source)}") from exc
         if data is None:
             data = {}
         data = _interpolate(data, environ, "")
@@ -132,6 +134,15 @@ def parse_config(text: str, environ: Mapping[str, str], base_dir: Path = Path())
     finally:
         if collecting:
             gc.enable()
+
+
+def _yaml_problem(exc: yaml.YAMLError, source: str) -> str:
+    """`file:line:column: what`, instead of PyYAML's `in "<unicode string>"`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"{source}: {problem}"
+    return f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
 
 
 def _apply_overrides(data: object, environ: Mapping[str, str]) -> object:

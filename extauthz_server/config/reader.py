@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -137,7 +138,10 @@ class Section:
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._read)
         if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
+            name = str(unknown[0])
+            close = difflib.get_close_matches(name, sorted(self._read), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(self.key(name), f"unknown key{hint}")
 
 
 def optional_secret(section: Section, name: str, base_dir: Path) -> Secret | None:

@@ -217,11 +217,13 @@ class Authorizer:
                 route=route.name,
                 subject=identity.subject,
                 required_scopes=route.scopes,
+                roles=roles,
+                client=identity.client_id,
             )
         if route.condition is not None:
             result = route.condition.evaluate(request, path, found.params, identity, roles)
             if result.outcome is not Outcome.TRUE:
-                return self._condition_denial(state, denials, route, identity, result)
+                return self._condition_denial(state, denials, route, identity, roles, result)
         return state.allow(memo_key, route, identity, roles)
 
     def _condition_denial(
@@ -230,13 +232,23 @@ class Authorizer:
         denials: Denials,
         route: Route,
         identity: Identity,
+        roles: frozenset[str],
         result: ConditionResult,
     ) -> Decision:
-        if result.outcome is Outcome.FALSE:
-            return denials.deny(Reason.CONDITION_FALSE, route=route.name, subject=identity.subject)
-        if state.condition_warnings.admit(route.name):
-            log.warning("route %s: condition could not be decided: %s", route.name, result.problem)
-        return denials.deny(Reason.CONDITION_ERROR, route=route.name, subject=identity.subject)
+        reason = Reason.CONDITION_FALSE
+        if result.outcome is Outcome.ERROR:
+            reason = Reason.CONDITION_ERROR
+            if state.condition_warnings.admit(route.name):
+                log.warning(
+                    "route %s: condition could not be decided: %s", route.name, result.problem
+                )
+        return denials.deny(
+            reason,
+            route=route.name,
+            subject=identity.subject,
+            roles=roles,
+            client=identity.client_id,
+        )
 
     async def _check_public(
         self,
@@ -327,5 +339,6 @@ def _allow(
         route=route.name,
         subject=identity.subject if identity else None,
         roles=sorted_roles,
+        client=identity.client_id if identity else None,
         metadata=metadata,
     )

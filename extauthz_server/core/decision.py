@@ -36,8 +36,10 @@ class Decision:
     response_headers: tuple[Header, ...] = ()
     body: str = ""
     route: str | None = None
+    # Who asked, for the audit line (a deny's dynamic metadata names no caller).
     subject: str | None = None
     roles: tuple[str, ...] = ()
+    client: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -125,6 +127,8 @@ class Denials:
         route: str | None = None,
         subject: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
+        roles: frozenset[str] = frozenset(),
+        client: str | None = None,
     ) -> Decision:
         denial = _DENIALS[reason]
         if required_scopes and reason is Reason.INSUFFICIENT_ROLE:
@@ -139,5 +143,7 @@ class Denials:
             body=body,
             route=route,
             subject=subject,
+            roles=tuple(sorted(roles)),
+            client=client,
             metadata={"reason": reason.value, "route": route or ""},
         )

@@ -78,7 +78,7 @@ class Auditor:
                 "path": request.path.partition("?")[0].partition("#")[0],
                 "subject": decision.subject,
                 "roles": ",".join(decision.roles),
-                "client": decision.metadata.get("client"),
+                "client": decision.client,
                 "source": request.source_address,
                 "request_id": request.headers.get("x-request-id") or request.request_id,
                 "cache": cache_level,

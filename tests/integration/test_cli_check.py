@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,13 +15,14 @@ from tests.support.configs import seed_config_text
 from tests.support.net import free_port
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "extauthz_server", *args],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env=env,
     )
 
 
@@ -194,3 +196,47 @@ def test_check_shows_the_routes_condition_and_what_it_gave(tmp_path: Path) -> No
     report = json.loads(other.stdout)
     assert report["reason"] == "condition_false"
     assert report["condition"] == {"when": when, "result": "false"}
+
+
+def test_help_lists_every_command_and_a_misspelled_one_is_named() -> None:
+    helped = run_cli("--help")
+    misspelled = run_cli("chekc", "--config", "x.yaml")
+
+    assert helped.returncode == 0
+    for command in ("serve", "validate-config", "check", "test-policy", "demo"):
+        assert f"\n  {command} " in helped.stdout
+    assert misspelled.returncode == 2
+    assert "unknown command 'chekc' (did you mean 'check'?)" in misspelled.stderr
+    assert "test-policy" in misspelled.stderr
+
+
+def test_validate_config_without_secrets_checks_the_structure(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+    environ = {k: v for k, v in os.environ.items() if k != "EXTAUTHZ_CLIENT_SECRET"}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(example.read_text().replace("negative_ttl_seconds", "negative_ttl"))
+
+    plain = run_cli("validate-config", str(example), env=environ)
+    placeholders = run_cli("validate-config", "--no-secrets", str(example), env=environ)
+    structure = run_cli("validate-config", "--no-secrets", str(broken), env=environ)
+
+    assert plain.returncode == 2
+    assert "EXTAUTHZ_CLIENT_SECRET is not set" in plain.stderr
+    assert placeholders.returncode == 0, placeholders.stderr
+    assert structure.returncode == 2
+    assert "cache.negative_ttl: unknown key (did you mean 'negative_ttl_seconds'?)" in (
+        structure.stderr
+    )
+
+
+def test_a_bad_claims_file_is_an_input_error_not_a_configuration_error(
+    config: Path, tmp_path: Path
+) -> None:
+    claims = tmp_path / "claims.json"
+    claims.write_text("{not json")
+
+    result = run_cli("check", "--config", str(config), "--path", "/x", "--claims", str(claims))
+
+    assert result.returncode == 2
+    assert "input error: --claims:" in result.stderr
+    assert "configuration error" not in result.stderr

@@ -150,6 +150,20 @@ async def test_each_decision_has_one_json_audit_line_without_the_token(
     assert all(token not in line and "very-secret" not in line for line in audit_lines)
 
 
+async def test_a_deny_for_missing_roles_names_the_callers_roles_and_client(
+    authz: RunningAuthz, standin: KeycloakStandIn, audit_lines: list[str]
+) -> None:
+    standin.documents["bob"] = active_document("bob", ["manager"])
+
+    response = await call_check(authz.channel, check_request("/admin/users", token="bob"))
+
+    [line] = (json.loads(line) for line in audit_lines)
+    assert (line["decision"], line["reason"]) == ("deny", "insufficient_role")
+    assert (line["subject"], line["roles"], line["client"]) == ("sub-bob", "creator", "web-app")
+    # Envoy's dynamic metadata of a deny still names no caller.
+    assert dict(response.dynamic_metadata) == {"reason": "insufficient_role", "route": "admin"}
+
+
 async def test_allows_are_sampled_but_denies_are_always_audited(
     start_authz: StartAuthz, standin: KeycloakStandIn, audit_lines: list[str]
 ) -> None:

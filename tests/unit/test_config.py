@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from extauthz_server.config.model import Config, parse_config
+from extauthz_server.config.model import Config, load_config, parse_config
 from extauthz_server.core.routes import PathKind
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
@@ -31,9 +31,11 @@ roles:
 """
 
 
-def config_error(text: str, environ: dict[str, str] | None = None, **kwargs: Path) -> ConfigError:
+def config_error(
+    text: str, environ: dict[str, str] | None = None, base_dir: Path = Path()
+) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, environ or {}, **kwargs)
+        parse_config(text, environ or {}, base_dir)
     return info.value
 
 
@@ -238,8 +240,38 @@ def test_client_secret_is_required() -> None:
 def test_unknown_keys_are_named(text: str, key_path: str) -> None:
     error = config_error(text)
     assert error.key_path == key_path
-    assert error.problem == "unknown key"
-    assert str(error) == f"{key_path}: unknown key"
+    assert error.problem.startswith("unknown key")
+    assert str(error).startswith(f"{key_path}: unknown key")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            PROVIDER + "cache: {negative_ttl: 5}\n",
+            "unknown key (did you mean 'negative_ttl_seconds'?)",
+        ),
+        (
+            with_routes("{name: a, path_prefix: /a, any_off: [admin]}"),
+            "unknown key (did you mean 'any_of'?)",
+        ),
+        (PROVIDER + "logging: {zzz: 1}\n", "unknown key"),
+    ],
+    ids=["cache-key", "route-key", "nothing-close"],
+)
+def test_an_unknown_key_suggests_the_closest_known_one(text: str, problem: str) -> None:
+    assert config_error(text).problem == problem
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "extauthz.yaml"
+    path.write_text(PROVIDER + "routes:\n  - {name: a, path_prefix: /a\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+
+    assert caught.value.problem.startswith(f"not valid YAML: {path}:7:")
+    assert "<unicode string>" not in str(caught.value)
 
 
 # (text, key path, words in the problem)
