@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class IdentitySource(Protocol):
 # Allow decisions kept for reuse: the same cached identity on the same route gets the very
 # same Decision (and so the same prepared response) until the settings change.
 ALLOWED_MEMO_SIZE = 10_000
+_NUMBERS = re.compile(r"[0-9.]+")
 # (id of the Identity object, route name, the captures of a scoped route or ()).
 MemoKey = tuple[int, str, tuple[tuple[str, str], ...]]
 # Header names kept from earlier configurations (renamed or dropped by reloads).
@@ -84,8 +86,10 @@ class _State:
     minter: IdentityTokenMinter | None
     # For routes pinned to a provider: denials that name that provider's realm.
     provider_denials: dict[str, Denials]
-    # Undecidable conditions are logged at most once a minute per route.
+    # Undecidable conditions are logged at most once a minute per route; an unavailable
+    # provider once a minute per kind of failure, not once per Check.
     condition_warnings: _Throttle
+    provider_warnings: _Throttle
     # MemoKey → (that Identity, its Decision, the time until which the Decision's minted
     # token may be reused, or None when it carries none). The Identity is kept so a reused
     # id can never be mistaken for it.
@@ -101,7 +105,9 @@ class _State:
             name: by_realm.setdefault(realm, Denials(realm))
             for name, realm in settings.provider_realms.items()
         }
-        return cls(settings, default, clock, minter, provider_denials, _Throttle(clock))
+        return cls(
+            settings, default, clock, minter, provider_denials, _Throttle(clock), _Throttle(clock)
+        )
 
     def denials_for(self, route: Route) -> Denials:
         if route.provider is None:
@@ -202,7 +208,8 @@ class Authorizer:
         except ProviderRejectedClient:
             return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
         except ProviderError as exc:
-            log.warning("identity provider unavailable: %s", exc)
+            if state.provider_warnings.admit(_shape(str(exc))):
+                log.warning("identity provider unavailable: %s", exc)
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
             return denials.deny(Reason.INVALID_TOKEN, route=route.name)
@@ -285,6 +292,11 @@ def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey | None:
     # On a scoped route the decision depends on the resource the path names.
     resource = tuple(found.params.items()) if route.scoped else ()
     return (id(identity), route.name, resource)
+
+
+def _shape(message: str) -> str:
+    """A failure's kind: its message with the numbers (budgets, ports) left out."""
+    return _NUMBERS.sub("#", message)
 
 
 class _Throttle:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from extauthz_server.errors import ProviderUnavailable
-from extauthz_server.identity.provider_http import fetch_json
+from extauthz_server.identity.provider_http import fetch_json, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ class EndpointSource:
                     self._discovered = await self._discover()
                 return self._discovered
         except TimeoutError as exc:
-            raise ProviderUnavailable("discovery timed out") from exc
+            raise ProviderUnavailable(
+                f"discovery document {shown_url(self._discovery_url)}: timed out"
+            ) from exc
 
     def forget(self) -> None:
         self._discovered = None

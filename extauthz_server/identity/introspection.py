@@ -17,6 +17,7 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.core.strict_json import loads_strict, oauth_error_code
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.provider_http import failure_reason, shown_url, status_reason
 from extauthz_server.ops.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,13 @@ class IntrospectionClient:
                     body = await response.content.read(MAX_RESPONSE_BYTES + 1)
         except aiohttp.ClientError as exc:
             self._endpoints.forget()
-            raise _Retryable(f"connection error: {type(exc).__name__}") from exc
+            raise _Retryable(
+                f"introspection endpoint {shown_url(endpoint)}: {failure_reason(exc)}"
+            ) from exc
         if status >= 500:
-            raise _Retryable(f"introspection endpoint answered {status}")
+            raise _Retryable(
+                f"introspection endpoint {shown_url(endpoint)}: {status_reason(status)}"
+            )
         if status in (401, 403):
             log.error(
                 "the provider refused our client credentials (status %s, error %r): check "
@@ -115,7 +120,9 @@ class IntrospectionClient:
                 status,
                 oauth_error_code(body),
             )
-            raise ProviderRejectedClient(f"introspection endpoint answered {status}")
+            raise ProviderRejectedClient(
+                f"introspection endpoint {shown_url(endpoint)}: {status_reason(status)}"
+            )
         if status != 200:
             if status == 404:
                 # A discovered endpoint may have moved: read discovery again next time.
@@ -125,7 +132,9 @@ class IntrospectionClient:
                 status,
                 oauth_error_code(body),
             )
-            raise ProviderUnavailable(f"introspection endpoint answered {status}")
+            raise ProviderUnavailable(
+                f"introspection endpoint {shown_url(endpoint)}: {status_reason(status)}"
+            )
         return _parse_document(body, content_type)
 
 

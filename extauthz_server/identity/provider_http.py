@@ -1,28 +1,75 @@
-"""GET a JSON document from the provider (discovery, JWKS) with a bounded read; every
-failure becomes ProviderUnavailable naming what was fetched."""
+"""Talking to the provider over HTTP: GET a JSON document (discovery, JWKS) with a bounded
+read, and the words for what went wrong. Every failure names the URL it was about and a
+plain reason, with the usual cause where one is known."""
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from extauthz_server.errors import ProviderUnavailable
 
+_STATUS_HINTS = {
+    400: "the request was refused",
+    401: "our client credentials were refused (provider.client_id, client_secret, auth_method)",
+    403: "our client credentials were refused (provider.client_id, client_secret, auth_method)",
+    404: "not found (is the issuer right, realm included?)",
+}
+
 
 async def fetch_json(
     session: aiohttp.ClientSession, url: str, *, what: str, max_bytes: int
 ) -> object:
+    where = f"{what} {shown_url(url)}"
     try:
         async with session.get(url, headers={"Accept": "application/json"}) as response:
             if response.status != 200:
-                raise ProviderUnavailable(f"{what} answered {response.status}")
+                raise ProviderUnavailable(f"{where}: {status_reason(response.status)}")
             body = await response.content.read(max_bytes + 1)
     except aiohttp.ClientError as exc:
-        raise ProviderUnavailable(f"{what} fetch failed: {type(exc).__name__}") from exc
+        raise ProviderUnavailable(f"{where}: {failure_reason(exc)}") from exc
     if len(body) > max_bytes:
-        raise ProviderUnavailable(f"{what} too large")
+        raise ProviderUnavailable(f"{where}: larger than {max_bytes} bytes")
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise ProviderUnavailable(f"{what} is not JSON") from exc
+        raise ProviderUnavailable(f"{where}: not JSON") from exc
+
+
+def shown_url(url: str) -> str:
+    """The URL without credentials or query, fit for a log line."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def status_reason(status: int) -> str:
+    hint = _STATUS_HINTS.get(status)
+    if hint is None and status >= 500:
+        hint = "the provider failed"
+    return f"answered {status}" + (f": {hint}" if hint else "")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a failed connection means, in words (not a Python class name)."""
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return "TLS failed (is the certificate trusted, the scheme right?)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve (DNS)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is anything listening at that address?)"
+        return f"cannot connect ({cause.strerror or type(cause).__name__})"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    return f"request failed ({type(exc).__name__})"

@@ -13,6 +13,7 @@ from extauthz_server.core.identity import Identity
 from extauthz_server.core.strict_json import loads_strict
 from extauthz_server.errors import PermissionsTimedOut, PermissionsUnavailable
 from extauthz_server.identity.client_credentials import AccessTokenSource
+from extauthz_server.identity.provider_http import failure_reason
 from extauthz_server.metadata.permissions import PermissionsSettings, RequestMethod, read_names
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,7 @@ class PermissionsClient:
                     )
                 return response.status, await response.content.read(MAX_RESPONSE_BYTES + 1)
         except aiohttp.ClientError as exc:
-            raise PermissionsUnavailable(
-                f"permissions API connection error: {type(exc).__name__}"
-            ) from exc
+            raise PermissionsUnavailable(f"permissions API: {failure_reason(exc)}") from exc
 
     def _names(self, answer: bytes) -> frozenset[str]:
         if len(answer) > MAX_RESPONSE_BYTES:

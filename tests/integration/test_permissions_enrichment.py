@@ -315,7 +315,7 @@ async def test_an_unreachable_api_denies(
     await api.stop()
     source = enrich(url=url)
 
-    with pytest.raises(PermissionsUnavailable, match="connection error"):
+    with pytest.raises(PermissionsUnavailable, match="permissions API: connection refused"):
         await source.resolve("token", BUDGET_S)
 
 
