@@ -22,6 +22,7 @@ from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.jwks import JwksCache
 from extauthz_server.identity.router import ProviderEntry, TokenSource
+from extauthz_server.metadata.authorization_services import DecisionCachePolicy, UmaDecisions
 from extauthz_server.metadata.enrichment import EnrichedIdentitySource, build_enriched_source
 from extauthz_server.ops.metrics import CheckMetrics
 from extauthz_server.ops.tracing import Tracing
@@ -48,6 +49,8 @@ class ProviderRuntime:
     resolver: IdentityResolver
     source: TokenSource
     enrichment: EnrichedIdentitySource | None = None
+    # Keycloak Authorization Services of this provider, when configured.
+    decisions: UmaDecisions | None = None
 
     @property
     def _uses_jwt(self) -> bool:
@@ -176,7 +179,18 @@ async def start_provider(
             endpoints=endpoints,
         )
     source: TokenSource = enrichment or resolver
-    return ProviderRuntime(provider, endpoints, keys, local, shared, resolver, source, enrichment)
+    decisions = None
+    if provider.authorization_services is not None and provider.client_secret is not None:
+        decisions = UmaDecisions(
+            session,
+            endpoints,
+            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
+            provider.authorization_services,
+            DecisionCachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.max_entries),
+        )
+    return ProviderRuntime(
+        provider, endpoints, keys, local, shared, resolver, source, enrichment, decisions
+    )
 
 
 def _seal_key(configured: Secret | None, provider: ProviderConfig) -> bytes | None:

@@ -24,6 +24,7 @@ from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServ
 from extauthz_server.edges.http_app import build_http_app
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.router import ProviderRouter
+from extauthz_server.metadata.authorization_services import PermissionRouter
 from extauthz_server.ops.logs import Auditor
 from extauthz_server.ops.metrics import CacheReadings, CheckMetrics, MetricsRegistry
 from extauthz_server.ops.tracing import Tracing, build_tracing
@@ -144,7 +145,12 @@ class Server:
             self.providers.append(runtime)
             self._tasks.append(asyncio.create_task(runtime.prepare()))
         router = ProviderRouter([p.entry() for p in self.providers])
-        self.authorizer = Authorizer(authorizer_settings(config), router)
+        deciding = {p.config.name: p.decisions for p in self.providers if p.decisions is not None}
+        self.authorizer = Authorizer(
+            authorizer_settings(config),
+            router,
+            permissions=PermissionRouter(deciding) if deciding else None,
+        )
         servicer = AuthorizationServicer(
             self.authorizer,
             Denials(provider.realm),

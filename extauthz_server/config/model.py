@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import yaml
@@ -24,6 +25,7 @@ from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSetting
 from extauthz_server.core.conditions import Condition, ConditionError
 from extauthz_server.core.headers import HeaderNames
 from extauthz_server.core.identity_token import IdentityTokenSettings
+from extauthz_server.core.permissions import EVERY_METHOD, RoutePermission
 from extauthz_server.core.policy import Policy
 from extauthz_server.core.role_templates import (
     RolePattern,
@@ -208,7 +210,7 @@ def _build(top: Section, base_dir: Path) -> Config:
     tracing_enabled = tracing.boolean("enabled", False)
     tracing_service_name = tracing.string("service_name", "extauthz-server")
     tracing.finish()
-    policy = _policy(top, role_map, frozenset(p.name for p in providers))
+    policy = _policy(top, role_map, _Providers.of(providers))
     top.finish()
     return Config(
         server=server,
@@ -358,14 +360,26 @@ def _headers(section: Section) -> HeaderNames:
     return HeaderNames(strip_authorization=strip, **names)
 
 
-def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> Policy:
+@dataclass(frozen=True, slots=True)
+class _Providers:
+    names: frozenset[str]
+    # Those with authorization_services: who can answer a route's `permission`.
+    deciding: frozenset[str]
+
+    @classmethod
+    def of(cls, providers: tuple[ProviderConfig, ...]) -> _Providers:
+        deciding = frozenset(p.name for p in providers if p.authorization_services is not None)
+        return cls(frozenset(p.name for p in providers), deciding)
+
+
+def _policy(top: Section, role_map: RoleMap, providers: _Providers) -> Policy:
     known_roles = _KnownRoles(role_map.produced, role_map.produced_skeletons)
     routes: list[Route] = []
     names: set[str] = set()
     shadows = ShadowIndex()
     for index, item in enumerate(top.items("routes")):
         section = Section(item, f"routes[{index}]")
-        route = _route(section, known_roles, role_map.pass_through_unmapped, provider_names)
+        route = _route(section, known_roles, role_map.pass_through_unmapped, providers)
         if route.name in names:
             raise ConfigError(section.key("name"), f"duplicate route name {route.name!r}")
         names.add(route.name)
@@ -381,7 +395,7 @@ def _policy(top: Section, role_map: RoleMap, provider_names: frozenset[str]) -> 
 
 
 def _route(
-    section: Section, known_roles: _KnownRoles, pass_through: bool, providers: frozenset[str]
+    section: Section, known_roles: _KnownRoles, pass_through: bool, providers: _Providers
 ) -> Route:
     name = section.string("name")
     kinds = [kind for kind in _PATH_KINDS if section.has(kind.value)]
@@ -405,11 +419,12 @@ def _route(
     all_of, all_of_scoped = _required_roles(section, "all_of", captured)
     scopes = frozenset(section.string_list("scopes"))
     provider = section.optional_string("provider")
-    condition = _condition(section, public)
-    if provider is not None and provider not in providers:
+    if provider is not None and provider not in providers.names:
         raise ConfigError(
             section.key("provider"), f"no provider is named {provider!r} (providers[].name)"
         )
+    condition = _condition(section, public)
+    permission = _permission(section, public, captured, provider, providers)
     if public and (any_of or all_of or scopes or any_of_scoped or all_of_scoped):
         raise ConfigError(section.path, "a public route cannot require roles or scopes")
     if not pass_through:
@@ -436,7 +451,60 @@ def _route(
         any_of_scoped=any_of_scoped,
         all_of_scoped=all_of_scoped,
         condition=condition,
+        permission=permission,
     )
+
+
+def _permission(
+    section: Section,
+    public: bool,
+    captured: Collection[str],
+    provider: str | None,
+    providers: _Providers,
+) -> RoutePermission | None:
+    """`permission: {resource: "region-{region}", scope: read | {GET: read, POST: write}}`."""
+    if not section.has("permission"):
+        section.raw("permission")
+        return None
+    key = section.key("permission")
+    if public:
+        raise ConfigError(key, "a public route has no caller to ask Keycloak about")
+    if provider is not None and provider not in providers.deciding:
+        raise ConfigError(key, f"provider {provider!r} has no authorization_services")
+    if not providers.deciding:
+        raise ConfigError(key, "needs a provider with authorization_services")
+    spec = section.section("permission")
+    resource_text = spec.string("resource")
+    try:
+        resource = RoleTemplate.parse(resource_text)
+    except RoleTemplateError as exc:
+        raise ConfigError(spec.key("resource"), str(exc)) from None
+    missing = sorted(resource.names - set(captured))
+    if missing:
+        raise ConfigError(
+            spec.key("resource"),
+            f"uses {{{missing[0]}}}, which the route's path_template does not capture",
+        )
+    scopes = _permission_scopes(spec)
+    spec.finish()
+    return RoutePermission(resource, MappingProxyType(scopes))
+
+
+def _permission_scopes(spec: Section) -> dict[str, str]:
+    value = spec.raw("scope")
+    if isinstance(value, str) and value:
+        return {EVERY_METHOD: value}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(
+            spec.key("scope"), "expected a scope name, or a mapping of methods to scope names"
+        )
+    scopes: dict[str, str] = {}
+    for method, scope in value.items():
+        name = str(method).upper()
+        if _METHOD.fullmatch(name) is None or not isinstance(scope, str) or not scope:
+            raise ConfigError(spec.key("scope"), f"{method!r}: expected METHOD: scope name")
+        scopes[name] = scope
+    return scopes
 
 
 def _condition(section: Section, public: bool) -> Condition | None:

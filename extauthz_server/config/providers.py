@@ -20,6 +20,7 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import DEFAULT_ALGORITHMS, JwtRules
 from extauthz_server.identity.introspection import ClientAuthMethod
+from extauthz_server.metadata.authorization_services import AuthorizationServicesSettings
 from extauthz_server.metadata.permissions import ClientCredentialsAuth, PermissionsSettings
 
 INTROSPECTION = "introspection"
@@ -60,6 +61,7 @@ class ProviderConfig:
     jwt: JwtSettings = field(default_factory=JwtSettings)
     role_claims: tuple[ClaimPath, ...] = ()
     permissions: PermissionsSettings | None = None
+    authorization_services: AuthorizationServicesSettings | None = None
     # Where it was configured ("provider" or "providers[i]"), to name its keys in errors.
     config_path: str = "provider"
 
@@ -152,6 +154,9 @@ def _provider(
         raise ConfigError(
             section.key("permissions"), "client_credentials auth needs the provider's client_secret"
         )
+    authorization_services = _authorization_services(
+        section.section("authorization_services"), secret is not None
+    )
     section.finish()
     return ProviderConfig(
         issuer=issuer,
@@ -170,8 +175,33 @@ def _provider(
         jwt=jwt_settings,
         role_claims=role_claims,
         permissions=permissions,
+        authorization_services=authorization_services,
         config_path=section.path,
     )
+
+
+def _authorization_services(
+    section: Section, has_secret: bool
+) -> AuthorizationServicesSettings | None:
+    """`authorization_services`: None when the section is absent."""
+    if not section.has("audience"):
+        for key in ("audience", "mode", "timeout_ms"):
+            if section.has(key):
+                raise ConfigError(section.key("audience"), "is required")
+            section.raw(key)
+        section.finish()
+        return None
+    if not has_secret:
+        raise ConfigError(
+            section.path, "asks Keycloak with our client's credentials: set client_secret"
+        )
+    audience = section.string("audience")
+    mode = section.string("mode", "decision")
+    if mode != "decision":
+        raise ConfigError(section.key("mode"), f"expected decision, got {mode!r}")
+    timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
+    section.finish()
+    return AuthorizationServicesSettings(audience=audience, timeout_s=timeout_ms / 1000)
 
 
 def _strategy(section: Section) -> str:

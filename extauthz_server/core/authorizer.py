@@ -23,6 +23,7 @@ from extauthz_server.core.identity_token import (
     MintedToken,
 )
 from extauthz_server.core.paths import PathError, normalise_path
+from extauthz_server.core.permissions import PermissionAnswer, PermissionSource
 from extauthz_server.core.policy import Policy, RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import RoleMap
@@ -160,11 +161,14 @@ class Authorizer:
         settings: AuthorizerSettings,
         source: IdentitySource,
         clock: Callable[[], float] = time.time,
+        *,
+        permissions: PermissionSource | None = None,
     ) -> None:
         # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch.
         self._clock = clock
         self._state = _State.of(settings, clock)
         self._source = source
+        self._permissions = permissions
 
     @property
     def settings(self) -> AuthorizerSettings:
@@ -203,6 +207,8 @@ class Authorizer:
             return denials.deny(Reason.MISSING_TOKEN, route=route.name)
         if token is TokenProblem.MALFORMED:
             return denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
+        # Read only where Keycloak is asked twice (identity, then permission): one budget.
+        started = self._clock() if route.permission is not None else 0.0
         try:
             identity = await self._source.resolve(token.value, timeout_s, route.provider)
         except ProviderRejectedClient:
@@ -231,7 +237,61 @@ class Authorizer:
             result = route.condition.evaluate(request, path, found.params, identity, roles)
             if result.outcome is not Outcome.TRUE:
                 return self._condition_denial(state, denials, route, identity, roles, result)
+        if route.permission is not None:
+            remaining = timeout_s - (self._clock() - started)
+            refused = await self._check_permission(
+                state, denials, found, request.method, token.value, identity, roles, remaining
+            )
+            if refused is not None:
+                return refused
         return state.allow(memo_key, route, identity, roles)
+
+    async def _check_permission(
+        self,
+        state: _State,
+        denials: Denials,
+        found: RouteMatch,
+        method: str,
+        token: str,
+        identity: Identity,
+        roles: frozenset[str],
+        timeout_s: float,
+    ) -> Decision | None:
+        """None when Keycloak grants the route's `resource#scope`; else the deny."""
+        route, permission = found.route, found.route.permission
+        assert permission is not None  # noqa: S101 - checked by the caller
+
+        def refuse(reason: Reason) -> Decision:
+            return denials.deny(
+                reason,
+                route=route.name,
+                subject=identity.subject,
+                roles=roles,
+                client=identity.client_id,
+            )
+
+        scope = permission.scope_for(method)
+        if scope is None or self._permissions is None:
+            # A method the route's scopes do not name is refused without asking anyone.
+            return refuse(Reason.PERMISSION_DENIED)
+        resource = permission.resource_for(found.params)
+        try:
+            answer = await self._permissions.decide(
+                token, identity, resource, scope, timeout_s, route.provider
+            )
+        except ProviderRejectedClient:
+            return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
+        except ProviderError as exc:
+            if state.provider_warnings.admit(_shape(str(exc))):
+                log.warning("authorization services unavailable: %s", exc)
+            return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
+        if answer is PermissionAnswer.GRANTED:
+            return None
+        if answer is PermissionAnswer.TOKEN_INVALID:
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+        if answer is PermissionAnswer.MISCONFIGURED:
+            return refuse(Reason.PERMISSION_ERROR)
+        return refuse(Reason.PERMISSION_DENIED)
 
     def _condition_denial(
         self,
@@ -285,9 +345,10 @@ class Authorizer:
 
 
 def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey | None:
-    """None on a route with a condition: its decision depends on the whole request."""
+    """None on a route with a condition or a permission: its decision depends on the whole
+    request (and a permission's answer is cached where it is asked)."""
     route = found.route
-    if route.condition is not None:
+    if route.condition is not None or route.permission is not None:
         return None
     # On a scoped route the decision depends on the resource the path names.
     resource = tuple(found.params.items()) if route.scoped else ()

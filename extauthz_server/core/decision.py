@@ -21,6 +21,8 @@ class Reason(StrEnum):
     INSUFFICIENT_ROLE = "insufficient_role"
     CONDITION_FALSE = "condition_false"
     CONDITION_ERROR = "condition_error"
+    PERMISSION_DENIED = "permission_denied"
+    PERMISSION_ERROR = "permission_error"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_REJECTED_CLIENT = "provider_rejected_client"
     INTERNAL_ERROR = "internal_error"
@@ -81,6 +83,16 @@ _DENIALS: Mapping[Reason, _Denial] = {
     ),
     Reason.CONDITION_ERROR: _Denial(
         403, "access_denied", "The route condition could not be decided", None, False
+    ),
+    Reason.PERMISSION_DENIED: _Denial(
+        403,
+        "insufficient_scope",
+        "The caller lacks the permission for this resource",
+        "insufficient_scope",
+        True,
+    ),
+    Reason.PERMISSION_ERROR: _Denial(
+        403, "access_denied", "The permission for this route could not be decided", None, False
     ),
     Reason.PROVIDER_UNAVAILABLE: _Denial(
         503, "temporarily_unavailable", "The identity provider is unavailable", None, False

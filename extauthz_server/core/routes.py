@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from extauthz_server.core.conditions import Condition
 from extauthz_server.core.path_template import NO_CAPTURES, PathTemplate, SegmentKind
+from extauthz_server.core.permissions import RoutePermission
 from extauthz_server.core.role_templates import RoleTemplate
 
 
@@ -118,6 +119,8 @@ class Route:
     all_of_scoped: tuple[RoleTemplate, ...] = ()
     # `when`: decided after the roles and scopes pass; None: no condition.
     condition: Condition | None = field(default=None, compare=False)
+    # `permission`: Keycloak Authorization Services decides last; None: not asked.
+    permission: RoutePermission | None = None
 
     @property
     def scoped(self) -> bool:

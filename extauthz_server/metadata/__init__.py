@@ -1,4 +1,5 @@
-"""What else we learn about a caller once identified: the remote permissions API, its
-settings and the circuit breaker in front of it, as an enrichment around a provider's
-identities. Imports `cache`, `identity`, `ops`, `core` and `errors`; not `revocation`.
+"""What else we learn about a caller once identified: the remote permissions API (an
+enrichment around a provider's identities, with its circuit breaker), and Keycloak
+Authorization Services' decisions for a route's resource and scope. Imports `cache`,
+`identity`, `ops`, `core` and `errors`; not `revocation`.
 """

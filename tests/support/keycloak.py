@@ -35,6 +35,12 @@ REALM_FILE = Path(__file__).resolve().parents[2] / "keycloak" / "demo-realm.json
 # tokens (roles included), unlike demo's lightweight ones.
 PARTNERS_REALM = "partners"
 PARTNERS_REALM_FILE = REALM_FILE.with_name("partners-realm.json")
+# Keycloak Authorization Services: resources region-europe / region-asia of forms-api, scopes
+# read and write, a group policy for /regions/europe/managers (users' password: Passw0rd!).
+AUTHZ_REALM_FILE = REALM_FILE.with_name("facts-realm.json")
+AUTHZ_REALM = "facts"
+AUTHZ_PASSWORD = "Passw0rd!"
+AUTHZ_EXT_AUTHZ_SECRET = "ext-authz-secret-0123456789abcdef"
 PARTNERS_EXT_AUTHZ_SECRET = "partnersextauthzsecret0123456789"
 PARTNER_PORTAL_CLIENT_ID = "partner-portal"
 
@@ -73,7 +79,7 @@ class KeycloakSettings:
     cache_dir: Path
     version: str = KEYCLOAK_VERSION
     realm_file: Path = REALM_FILE
-    extra_realm_files: tuple[Path, ...] = (PARTNERS_REALM_FILE,)
+    extra_realm_files: tuple[Path, ...] = (PARTNERS_REALM_FILE, AUTHZ_REALM_FILE)
     admin_username: str = "admin"
     admin_password: str = "admin"
     fetch_timeout_s: float = 600.0

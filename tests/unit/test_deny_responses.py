@@ -46,6 +46,14 @@ TABLE: list[tuple[Reason, int, str, str | None]] = [
         'error_description="The request does not meet the route condition"',
     ),
     (Reason.CONDITION_ERROR, 403, "access_denied", None),
+    (
+        Reason.PERMISSION_DENIED,
+        403,
+        "insufficient_scope",
+        'Bearer realm="demo", error="insufficient_scope", '
+        'error_description="The caller lacks the permission for this resource"',
+    ),
+    (Reason.PERMISSION_ERROR, 403, "access_denied", None),
     (Reason.PROVIDER_UNAVAILABLE, 503, "temporarily_unavailable", None),
     (Reason.PROVIDER_REJECTED_CLIENT, 503, "temporarily_unavailable", None),
     (Reason.INTERNAL_ERROR, 503, "temporarily_unavailable", None),

@@ -1,0 +1,187 @@
+"""Keycloak Authorization Services as a route's decision, over HTTP: the UMA request we send
+(checked at a stand-in that records it) and the decisions of the real Keycloak of the test
+session, realm `facts` (keycloak/facts-realm.json)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from extauthz_server.config.model import parse_config
+from extauthz_server.core.identity import Identity
+from extauthz_server.core.permissions import PermissionAnswer
+from extauthz_server.core.secret import Secret
+from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
+from extauthz_server.metadata.authorization_services import (
+    UMA_GRANT,
+    AuthorizationServicesSettings,
+    DecisionCachePolicy,
+    UmaDecisions,
+)
+from tests.integration.conftest import Launch
+from tests.support.check_requests import call_check, check_request
+from tests.support.keycloak import (
+    AUTHZ_EXT_AUTHZ_SECRET,
+    AUTHZ_PASSWORD,
+    AUTHZ_REALM,
+    EXT_AUTHZ_CLIENT_ID,
+    Keycloak,
+)
+from tests.support.net import serve_on_loopback
+
+GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED = 0, 7, 16
+BOB = Identity("u-bob", "bob", None, "web-app", frozenset(), frozenset(), None)
+
+
+@dataclass
+class UmaStandIn:
+    """A token endpoint that records each UMA request and grants region-europe#read."""
+
+    port: int = 0
+    forms: list[dict[str, list[str]]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}/realms/facts"
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": self.issuer,
+                "token_endpoint": f"{self.issuer}/protocol/openid-connect/token",
+            }
+        )
+
+    async def token(self, request: web.Request) -> web.Response:
+        self.forms.append(parse_qs(await request.text()))
+        self.authorizations.append(request.headers.get("Authorization"))
+        await asyncio.sleep(0.05)  # long enough for concurrent askers to meet in flight
+        if self.forms[-1].get("permission") == ["region-europe#read"]:
+            return web.json_response({"result": True})
+        return web.json_response({"error": "access_denied"}, status=403)
+
+
+@pytest.fixture
+async def uma() -> AsyncIterator[UmaStandIn]:
+    standin = UmaStandIn()
+    app = web.Application()
+    app.router.add_get("/realms/facts/.well-known/openid-configuration", standin.discovery)
+    app.router.add_post("/realms/facts/protocol/openid-connect/token", standin.token)
+    runner, standin.port = await serve_on_loopback(app)
+    yield standin
+    await runner.cleanup()
+
+
+def decisions(session: aiohttp.ClientSession, uma: UmaStandIn) -> UmaDecisions:
+    return UmaDecisions(
+        session,
+        EndpointSource(session, uma.issuer, None, None),
+        ClientCredentials("ext-authz", Secret("s3cret"), ClientAuthMethod.CLIENT_SECRET_BASIC),
+        AuthorizationServicesSettings(audience="forms-api", timeout_s=2.0),
+        DecisionCachePolicy(ttl_s=60, denied_ttl_s=10, max_entries=100),
+    )
+
+
+async def test_each_call_asks_one_pair_for_the_users_token_with_our_credentials(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    source = decisions(session, uma)
+
+    answer = await source.decide("user-token", BOB, "region-europe", "read", 2.0)
+
+    assert answer is PermissionAnswer.GRANTED
+    [form] = uma.forms
+    assert form == {
+        "grant_type": [UMA_GRANT],
+        "audience": ["forms-api"],
+        "permission": ["region-europe#read"],
+        "response_mode": ["decision"],
+        "subject_token": ["user-token"],
+    }
+    expected = "Basic " + base64.b64encode(b"ext-authz:s3cret").decode()
+    assert uma.authorizations == [expected]
+
+
+async def test_one_token_resource_and_scope_costs_one_call_however_many_ask(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    source = decisions(session, uma)
+
+    together = await asyncio.gather(
+        *(source.decide("t", BOB, "region-europe", "read", 2.0) for _ in range(10))
+    )
+    later = [await source.decide("t", BOB, "region-europe", "read", 2.0) for _ in range(90)]
+    other_scope = await source.decide("t", BOB, "region-europe", "write", 2.0)
+
+    assert set(together + later) == {PermissionAnswer.GRANTED}
+    assert other_scope is PermissionAnswer.DENIED
+    assert len(uma.forms) == 2
+    assert (source.calls, source.cache_hits) == (2, 90)
+
+
+# -- the real Keycloak ---------------------------------------------------------------------
+
+ROUTES = """\
+routes:
+  - name: region-forms
+    path_template: "/api/regions/{region}/forms/{rest=**}"
+    permission:
+      resource: "region-{region}"
+      scope: {GET: read, POST: write}
+"""
+
+
+def facts_config(keycloak: Keycloak) -> str:
+    return f"""\
+server: {{grpc_listen: "127.0.0.1:0", http_listen: "127.0.0.1:0"}}
+provider:
+  issuer: "{keycloak.issuer_of(AUTHZ_REALM)}"
+  client_id: {EXT_AUTHZ_CLIENT_ID}
+  client_secret: "{AUTHZ_EXT_AUTHZ_SECRET}"
+  timeout_ms: 2000
+  authorization_services: {{audience: forms-api, timeout_ms: 2000}}
+{ROUTES}"""
+
+
+def token_of(keycloak: Keycloak, username: str) -> str:
+    grant = keycloak.password_grant(username, password=AUTHZ_PASSWORD, realm=AUTHZ_REALM)
+    return str(grant["access_token"])
+
+
+@pytest.mark.keycloak
+async def test_keycloak_decides_each_region_and_method(keycloak: Keycloak, launch: Launch) -> None:
+    authz = await launch(parse_config(facts_config(keycloak), {}), None)
+    bob, alice, dave = (token_of(keycloak, name) for name in ("bob", "alice", "dave"))
+
+    async def code(method: str, path: str, token: str | None) -> int:
+        request = check_request(path, token=token, method=method)
+        return (await call_check(authz.channel, request, timeout_s=10.0)).status.code
+
+    # bob is in /regions/europe/managers: Europe's forms to read, nothing more.
+    assert await code("GET", "/api/regions/europe/forms/1", bob) == GRPC_OK
+    assert await code("POST", "/api/regions/europe/forms/1", bob) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/asia/forms/1", bob) == GRPC_PERMISSION_DENIED
+    # alice is an admin (a role policy with fetchRoles, so lightweight tokens work).
+    assert await code("POST", "/api/regions/europe/forms/1", alice) == GRPC_OK
+    assert await code("GET", "/api/regions/asia/forms/1", alice) == GRPC_OK
+    assert await code("POST", "/api/regions/asia/forms/1", alice) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/europe/forms/1", dave) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/europe/forms/1", None) == GRPC_UNAUTHENTICATED
+    # A region Keycloak does not know is our route table's mistake: denied, never allowed.
+    assert await code("GET", "/api/regions/mars/forms/1", bob) == GRPC_PERMISSION_DENIED
+
+    [provider] = authz.server.providers
+    assert provider.decisions is not None
+    calls = provider.decisions.calls
+    for _ in range(100):
+        assert await code("GET", "/api/regions/europe/forms/2", bob) == GRPC_OK
+    assert provider.decisions.calls == calls
