@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 
 from extauthz_server.cache.entries import CacheEntry, EntrySeal, encode_entry, seal_key
 from extauthz_server.cache.local_cache import Invalidation
-from extauthz_server.core.identity import Identity
+from extauthz_server.core.identity import EXPIRY_SKEW_SECONDS, Identity
 from extauthz_server.core.secret import Secret
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.check_requests import call_check, check_request, upstream_headers
@@ -269,9 +270,11 @@ async def test_stale_identity_is_never_served_past_the_token_exp(
     start_authz: StartAuthz, standin: KeycloakStandIn
 ) -> None:
     authz = await start_authz(ttl_seconds=60, cache={"stale_if_error_seconds": 60})
-    standin.documents["bob"] = active_document("bob", ["manager"], exp=int(time.time()) + 3)
+    # Usable (exp less the skew) for two to three more seconds: room for a slow first Check.
+    exp = math.ceil(time.time()) + int(EXPIRY_SKEW_SECONDS) + 2
+    standin.documents["bob"] = active_document("bob", ["manager"], exp=exp)
     assert await allowed(authz, "bob")
-    await asyncio.sleep(1.2)  # exp - skew has passed
+    await asyncio.sleep(max(0.0, exp - EXPIRY_SKEW_SECONDS - time.time()) + 0.2)
     standin.fault = Fault.SERVER_ERROR
 
     assert await status_of(authz, "bob") == 503
