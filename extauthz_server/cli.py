@@ -234,6 +234,11 @@ def _print(explanation: Explanation, *, as_json: bool) -> None:
             if (c := explanation.condition) is not None
             else []
         ),
+        *(
+            [f"keycloak asked:  {k['asked']}  →  {k['answer']}"]
+            if (k := explanation.permission) is not None
+            else []
+        ),
         f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
         f"provider roles:  {', '.join(provider_roles) or '(none)'}",
         f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",

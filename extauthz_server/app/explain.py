@@ -17,13 +17,20 @@ from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, Iden
 from extauthz_server.core.decision import Decision, Reason
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
 from extauthz_server.core.paths import PathError, normalise_path
+from extauthz_server.core.permissions import PermissionSource
 from extauthz_server.core.policy import RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.router import ProviderEntry, ProviderRouter
 from extauthz_server.identity.strategies import IdentityStrategy
+from extauthz_server.metadata.authorization_services import (
+    DecisionCachePolicy,
+    PermissionRouter,
+    UmaDecisions,
+)
 from extauthz_server.ops.metrics import CheckMetrics
 
 MAX_CLAIMS_BYTES = 1024 * 1024
@@ -40,6 +47,8 @@ class Explanation:
     required: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
     # The route's `when` and what it gave: true, false, error, or not reached.
     condition: Mapping[str, str] | None = None
+    # The `resource#scope` the route asks Keycloak about, and its answer.
+    permission: Mapping[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         decision = self.decision
@@ -52,6 +61,7 @@ class Explanation:
             "params": dict(self.params),
             "required": dict(self.required),
             "condition": dict(self.condition) if self.condition is not None else None,
+            "permission": dict(self.permission) if self.permission is not None else None,
             "identity": _identity_dict(identity),
             "provider_roles": sorted(identity.provider_roles)
             if isinstance(identity, Identity)
@@ -142,9 +152,10 @@ async def explain(
     timeout_s = max(config.provider.timeout_s, 5.0)
     if claims is not None:
         source = _Recording(_FromClaims(claims, config.role_claims, now))
-        return await _run(settings, source, request, timeout_s)
+        return await _run(settings, source, request, timeout_s, None)
     async with aiohttp.ClientSession() as session:
         entries = []
+        deciding: dict[str, PermissionSource] = {}
         metrics = CheckMetrics()
         for configured in config.providers:
             # A one-off command may wait longer than the server would.
@@ -157,14 +168,32 @@ async def explain(
             )
             uncached = _Uncached(build_strategy(context))
             entries.append(ProviderEntry(provider.name, endpoints, uncached))
+            services = provider.authorization_services
+            if services is not None and provider.client_secret is not None:
+                credentials = ClientCredentials(
+                    provider.client_id, provider.client_secret, provider.auth_method
+                )
+                deciding[provider.name] = UmaDecisions(
+                    session,
+                    endpoints,
+                    credentials,
+                    dataclasses.replace(services, timeout_s=timeout_s),
+                    DecisionCachePolicy(ttl_s=0.0, denied_ttl_s=0.0, max_entries=1),
+                )
         recording = _Recording(ProviderRouter(entries))
-        return await _run(settings, recording, request, timeout_s)
+        permissions = PermissionRouter(deciding) if deciding else None
+        return await _run(settings, recording, request, timeout_s, permissions)
 
 
 async def _run(
-    settings: AuthorizerSettings, source: _Recording, request: AuthRequest, timeout_s: float
+    settings: AuthorizerSettings,
+    source: _Recording,
+    request: AuthRequest,
+    timeout_s: float,
+    permissions: PermissionSource | None,
 ) -> Explanation:
-    decision = await Authorizer(settings, source).check(request, timeout_s)
+    authorizer = Authorizer(settings, source, permissions=permissions)
+    decision = await authorizer.check(request, timeout_s)
     identity = source.identity
     roles = (
         settings.role_map.map(identity.provider_roles)
@@ -184,10 +213,31 @@ async def _run(
     if found.route.condition is not None:
         result = _CONDITION_RESULTS.get(decision.reason, "true" if decision.allowed else "")
         condition = {"when": found.route.condition.text, "result": result or "not reached"}
-    return Explanation(decision, identity, roles, found.params, required, condition)
+    permission = None
+    if found.route.permission is not None:
+        permission = {
+            "asked": decision.permission or "(none for this method)",
+            "answer": _permission_answer(decision, asks_keycloak=permissions is not None),
+        }
+    return Explanation(decision, identity, roles, found.params, required, condition, permission)
+
+
+def _permission_answer(decision: Decision, *, asks_keycloak: bool) -> str:
+    if decision.permission is None:
+        return "not asked"
+    if not asks_keycloak:
+        return "not asked: Keycloak decides for a real token (--token)"
+    if decision.allowed:
+        return "granted"
+    return _PERMISSION_ANSWERS.get(decision.reason, f"no answer ({decision.reason.value})")
 
 
 _CONDITION_RESULTS = {Reason.CONDITION_FALSE: "false", Reason.CONDITION_ERROR: "error"}
+_PERMISSION_ANSWERS = {
+    Reason.PERMISSION_DENIED: "denied",
+    Reason.PERMISSION_ERROR: "Keycloak does not know this resource, scope or audience",
+    Reason.INVALID_TOKEN: "Keycloak called the token invalid",
+}
 
 
 def _route_match(settings: AuthorizerSettings, request: AuthRequest) -> RouteMatch | None:

@@ -15,7 +15,7 @@ unless given). Without `identity` the request carries no token.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -25,9 +25,10 @@ from extauthz_server.config.reader import Section
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Decision
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.core.permissions import PermissionAnswer
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
-from extauthz_server.errors import ConfigError
+from extauthz_server.errors import ConfigError, ProviderUnavailable
 
 MAX_CASES_BYTES = 4 * 1024 * 1024
 DEFAULT_HOST = "app.example.com"
@@ -49,6 +50,9 @@ class PolicyCase:
     request: AuthRequest
     claims: Mapping[str, object] | None
     expect: Expectation
+    # What Keycloak Authorization Services answer, per `resource#scope` (routes with a
+    # `permission`); no call is made.
+    keycloak: Mapping[str, PermissionAnswer] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ def _case(section: Section) -> PolicyCase:
     if identity is None:
         section.raw("identity")
     expect = section.section("expect")
+    keycloak = _keycloak_answers(section)
     section.finish()
     headers = {key.lower(): str(value) for key, value in request.mapping("headers").items()}
     claims: Mapping[str, object] | None = None
@@ -115,7 +120,45 @@ def _case(section: Section) -> PolicyCase:
         headers={key.lower(): str(value) for key, value in expect.mapping("headers").items()},
     )
     expect.finish()
-    return PolicyCase(name, auth_request, claims, expectation)
+    return PolicyCase(name, auth_request, claims, expectation, keycloak)
+
+
+def _keycloak_answers(section: Section) -> dict[str, PermissionAnswer]:
+    answers: dict[str, PermissionAnswer] = {}
+    for pair, answer in section.mapping("keycloak").items():
+        try:
+            answers[str(pair)] = PermissionAnswer(answer)
+        except ValueError:
+            choices = ", ".join(a.value for a in PermissionAnswer)
+            raise ConfigError(
+                f"{section.key('keycloak')}.{pair}", f"expected one of {choices}"
+            ) from None
+    return answers
+
+
+class _CaseKeycloak:
+    """The case's answers of Keycloak Authorization Services; remembers what it was asked
+    and could not answer."""
+
+    def __init__(self, answers: Mapping[str, PermissionAnswer]) -> None:
+        self._answers = answers
+        self.unanswered: list[str] = []
+
+    async def decide(
+        self,
+        token: str,
+        identity: Identity,
+        resource: str,
+        scope: str,
+        timeout_s: float,
+        provider: str | None = None,
+    ) -> PermissionAnswer:
+        pair = f"{resource}#{scope}"
+        answer = self._answers.get(pair)
+        if answer is None:
+            self.unanswered.append(pair)
+            raise ProviderUnavailable(f"the case gives no Keycloak answer for {pair}")
+        return answer
 
 
 class _CaseIdentity:
@@ -148,9 +191,13 @@ async def run_cases(config: Config, cases: Sequence[PolicyCase], now: float) -> 
     settings = authorizer_settings(config)
     results: list[CaseResult] = []
     for case in cases:
-        authorizer = Authorizer(settings, _CaseIdentity(config, case.claims, now))
+        keycloak = _CaseKeycloak(case.keycloak)
+        identities = _CaseIdentity(config, case.claims, now)
+        authorizer = Authorizer(settings, identities, permissions=keycloak)
         decision = await authorizer.check(case.request, CHECK_TIMEOUT_S)
-        results.append(CaseResult(case, decision, tuple(_problems(case.expect, decision))))
+        problems = [f"no Keycloak answer for {pair} (keycloak:)" for pair in keycloak.unanswered]
+        problems += _problems(case.expect, decision)
+        results.append(CaseResult(case, decision, tuple(problems)))
     return results
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -78,6 +79,10 @@ class Server:
         stats = [p.resolver.stats for p in self.providers]
         shared = [p.shared for p in self.providers if p.shared is not None]
         enrichments = [p.enrichment for p in self.providers if p.enrichment is not None]
+        keycloak: Counter[str] = Counter()
+        for decisions in (p.decisions for p in self.providers if p.decisions is not None):
+            keycloak["cache_hit"] += decisions.cache_hits
+            keycloak.update(decisions.outcomes)
         return CacheReadings(
             l1_hits=sum(s.l1_hits for s in stats),
             l2_hits=sum(s.l2_hits for s in stats),
@@ -94,6 +99,7 @@ class Server:
             permission_calls=sum(e.stats.calls for e in enrichments),
             permission_failures=sum(e.stats.failures for e in enrichments),
             permission_short_circuits=sum(e.stats.short_circuited for e in enrichments),
+            keycloak_permission_checks=keycloak,
         )
 
     def reload(self, config_path: Path) -> bool:

@@ -239,11 +239,13 @@ class Authorizer:
                 return self._condition_denial(state, denials, route, identity, roles, result)
         if route.permission is not None:
             remaining = timeout_s - (self._clock() - started)
-            refused = await self._check_permission(
+            refused, asked = await self._check_permission(
                 state, denials, found, request.method, token.value, identity, roles, remaining
             )
             if refused is not None:
                 return refused
+            allowed = state.allow(memo_key, route, identity, roles)
+            return dataclasses.replace(allowed, permission=asked)
         return state.allow(memo_key, route, identity, roles)
 
     async def _check_permission(
@@ -256,39 +258,43 @@ class Authorizer:
         identity: Identity,
         roles: frozenset[str],
         timeout_s: float,
-    ) -> Decision | None:
-        """None when Keycloak grants the route's `resource#scope`; else the deny."""
+    ) -> tuple[Decision | None, str | None]:
+        """(None, `resource#scope`) when Keycloak grants it; else the deny."""
         route, permission = found.route, found.route.permission
         assert permission is not None  # noqa: S101 - checked by the caller
 
-        def refuse(reason: Reason) -> Decision:
-            return denials.deny(
+        scope = permission.scope_for(method)
+        resource = permission.resource_for(found.params)
+        asked = f"{resource}#{scope}" if scope is not None else None
+
+        def refuse(reason: Reason) -> tuple[Decision, str | None]:
+            decision = denials.deny(
                 reason,
                 route=route.name,
                 subject=identity.subject,
                 roles=roles,
                 client=identity.client_id,
+                permission=asked,
             )
+            return decision, asked
 
-        scope = permission.scope_for(method)
         if scope is None or self._permissions is None:
             # A method the route's scopes do not name is refused without asking anyone.
             return refuse(Reason.PERMISSION_DENIED)
-        resource = permission.resource_for(found.params)
         try:
             answer = await self._permissions.decide(
                 token, identity, resource, scope, timeout_s, route.provider
             )
         except ProviderRejectedClient:
-            return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
+            return refuse(Reason.PROVIDER_REJECTED_CLIENT)
         except ProviderError as exc:
             if state.provider_warnings.admit(_shape(str(exc))):
                 log.warning("authorization services unavailable: %s", exc)
-            return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
+            return refuse(Reason.PROVIDER_UNAVAILABLE)
         if answer is PermissionAnswer.GRANTED:
-            return None
+            return None, asked
         if answer is PermissionAnswer.TOKEN_INVALID:
-            return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name, permission=asked), asked
         if answer is PermissionAnswer.MISCONFIGURED:
             return refuse(Reason.PERMISSION_ERROR)
         return refuse(Reason.PERMISSION_DENIED)

@@ -42,6 +42,8 @@ class Decision:
     subject: str | None = None
     roles: tuple[str, ...] = ()
     client: str | None = None
+    # The `resource#scope` Keycloak Authorization Services were asked about, if any.
+    permission: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -141,6 +143,7 @@ class Denials:
         required_scopes: frozenset[str] = frozenset(),
         roles: frozenset[str] = frozenset(),
         client: str | None = None,
+        permission: str | None = None,
     ) -> Decision:
         denial = _DENIALS[reason]
         if required_scopes and reason is Reason.INSUFFICIENT_ROLE:
@@ -157,5 +160,6 @@ class Denials:
             subject=subject,
             roles=tuple(sorted(roles)),
             client=client,
+            permission=permission,
             metadata={"reason": reason.value, "route": route or ""},
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from extauthz_server.core.identity import Identity
 from extauthz_server.core.permissions import PermissionAnswer, PermissionSource
 from extauthz_server.core.strict_json import loads_strict, oauth_error_code
 from extauthz_server.core.tokens import token_digest
-from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
+from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.identity.provider_http import failure_reason, shown_url, status_reason
@@ -102,6 +103,8 @@ class UmaDecisions:
         self._flight: SingleFlight[DecisionKey, PermissionAnswer] = SingleFlight()
         self.calls = 0
         self.cache_hits = 0
+        # Keycloak's answers by outcome (PermissionAnswer values, and "failed").
+        self.outcomes: Counter[str] = Counter()
 
     async def decide(
         self,
@@ -141,9 +144,14 @@ class UmaDecisions:
             async with asyncio.timeout(budget):
                 endpoint = await self._endpoints.token_endpoint(budget)
                 status, body = await self._post(endpoint, token, resource, scope)
+            answer = answer_of(status, body)
         except TimeoutError as exc:
+            self.outcomes["failed"] += 1
             raise ProviderUnavailable(f"UMA decision timed out after {budget:.3f}s") from exc
-        answer = answer_of(status, body)
+        except ProviderError:
+            self.outcomes["failed"] += 1
+            raise
+        self.outcomes[answer.value] += 1
         if answer is PermissionAnswer.MISCONFIGURED:
             log.error(
                 "Keycloak does not know %s#%s for audience %s (error %r): check the route's "

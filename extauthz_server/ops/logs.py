@@ -66,22 +66,22 @@ class Auditor:
         sampled_out = self._allow_sample_rate < 1.0 and self._sample() >= self._allow_sample_rate
         if decision.allowed and sampled_out:
             return
-        audit_log.info(
-            "decision",
-            extra={
-                "decision": "allow" if decision.allowed else "deny",
-                "status": decision.status,
-                "reason": decision.reason.value,
-                "route": decision.route,
-                "method": request.method,
-                "host": request.host,
-                "path": request.path.partition("?")[0].partition("#")[0],
-                "subject": decision.subject,
-                "roles": ",".join(decision.roles),
-                "client": decision.client,
-                "source": request.source_address,
-                "request_id": request.headers.get("x-request-id") or request.request_id,
-                "cache": cache_level,
-                "elapsed_ms": round(elapsed_s * 1000, 3),
-            },
-        )
+        extra = {
+            "decision": "allow" if decision.allowed else "deny",
+            "status": decision.status,
+            "reason": decision.reason.value,
+            "route": decision.route,
+            "method": request.method,
+            "host": request.host,
+            "path": request.path.partition("?")[0].partition("#")[0],
+            "subject": decision.subject,
+            "roles": ",".join(decision.roles),
+            "client": decision.client,
+            "source": request.source_address,
+            "request_id": request.headers.get("x-request-id") or request.request_id,
+            "cache": cache_level,
+            "elapsed_ms": round(elapsed_s * 1000, 3),
+        }
+        if decision.permission is not None:
+            extra["permission"] = decision.permission
+        audit_log.info("decision", extra=extra)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -89,6 +89,8 @@ class CacheReadings:
     permission_calls: int = 0
     permission_failures: int = 0
     permission_short_circuits: int = 0
+    # Keycloak Authorization Services: "cache_hit", and the answers of calls by outcome.
+    keycloak_permission_checks: Mapping[str, int] = field(default_factory=dict)
 
 
 class _Collector(Collector):
@@ -154,6 +156,15 @@ class _Collector(Collector):
         permissions.add_metric(["call_failed"], cache.permission_failures)
         permissions.add_metric(["short_circuited"], cache.permission_short_circuits)
         yield permissions
+        keycloak = CounterMetricFamily(
+            "extauthz_keycloak_permission_checks",
+            "Keycloak Authorization Services decisions: answered from the cache, or by a call "
+            "(granted, denied, token_invalid, misconfigured, failed).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(cache.keycloak_permission_checks.items()):
+            keycloak.add_metric([outcome], count)
+        yield keycloak
         yield CounterMetricFamily(
             "extauthz_cache_stale_served",
             "Identities served stale while the provider failed.",

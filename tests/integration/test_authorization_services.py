@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import pathlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -185,3 +188,47 @@ async def test_keycloak_decides_each_region_and_method(keycloak: Keycloak, launc
     for _ in range(100):
         assert await code("GET", "/api/regions/europe/forms/2", bob) == GRPC_OK
     assert provider.decisions.calls == calls
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{authz.http_base}/metrics") as response,
+    ):
+        metrics = await response.text()
+    counted = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("extauthz_keycloak_permission_checks_total{")
+    }
+    # One call per pair: three grants, four denials, the unknown region; the rest cached.
+    assert counted["cache_hit"] >= 100
+    assert (counted["granted"], counted["denied"], counted["misconfigured"]) == (3, 4, 1)
+
+
+@pytest.mark.keycloak
+def test_check_with_a_real_token_shows_keycloaks_answer(
+    keycloak: Keycloak, tmp_path: pathlib.Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(facts_config(keycloak))
+    bob = token_of(keycloak, "bob")
+
+    def check(method: str) -> str:
+        command = ["check", "--config", str(config), "--method", method, "--token", bob]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "extauthz_server",
+                *command,
+                "--path",
+                "/api/regions/europe/forms/1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return result.stdout
+
+    assert "keycloak asked:  region-europe#read  →  granted" in check("GET")
+    assert "keycloak asked:  region-europe#write  →  denied" in check("POST")

@@ -240,3 +240,30 @@ def test_a_bad_claims_file_is_an_input_error_not_a_configuration_error(
     assert result.returncode == 2
     assert "input error: --claims:" in result.stderr
     assert "configuration error" not in result.stderr
+
+
+def test_check_with_claims_shows_the_permission_keycloak_would_be_asked(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""\
+provider:
+  issuer: "http://127.0.0.1:{free_port()}/realms/facts"
+  client_id: ext-authz
+  client_secret: s3cret
+  authorization_services: {{audience: forms-api}}
+routes:
+  - name: region-forms
+    path_template: "/api/regions/{{region}}/forms/{{rest=**}}"
+    permission: {{resource: "region-{{region}}", scope: {{GET: read, POST: write}}}}
+"""
+    )
+    claims = claims_file(tmp_path, [])
+    path = "/api/regions/europe/forms/1"
+
+    text = run_cli("check", "--config", str(config), "--path", path, "--claims", str(claims))
+
+    assert text.returncode == 1
+    assert (
+        "keycloak asked:  region-europe#read  →  not asked: Keycloak decides for a real token "
+        "(--token)"
+    ) in text.stdout

@@ -83,3 +83,52 @@ def test_a_mistake_in_the_cases_file_names_the_key_and_exits_2(tmp_path: Path) -
     assert result.returncode == 2
     assert "cases[0].expect.stauts: unknown key" in result.stderr
     assert result.stdout == ""
+
+
+KEYCLOAK_DECIDES = """\
+provider:
+  issuer: "http://127.0.0.1:9/realms/facts"
+  client_id: ext-authz
+  client_secret: s3cret
+  authorization_services: {audience: forms-api}
+routes:
+  - name: region-forms
+    path_template: "/api/regions/{region}/forms/{rest=**}"
+    permission: {resource: "region-{region}", scope: {GET: read, POST: write}}
+"""
+
+
+def test_a_case_states_what_keycloak_answers_for_a_pair(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(KEYCLOAK_DECIDES)
+    cases = write_cases(
+        tmp_path,
+        """\
+cases:
+  - name: bob reads Europe
+    request: {path: /api/regions/europe/forms/1}
+    identity: {claims: {sub: u-bob}}
+    keycloak: {"region-europe#read": granted}
+    expect: {status: 200}
+  - name: bob may not write Europe
+    request: {method: POST, path: /api/regions/europe/forms/1}
+    identity: {claims: {sub: u-bob}}
+    keycloak: {"region-europe#write": denied}
+    expect: {status: 403, reason: permission_denied}
+  - name: the case forgot Keycloak's answer
+    request: {path: /api/regions/asia/forms/1}
+    identity: {claims: {sub: u-bob}}
+    expect: {status: 403}
+""",
+    )
+
+    result = run_cases(cases, config)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "PASS  bob reads Europe",
+        "PASS  bob may not write Europe",
+        "FAIL  the case forgot Keycloak's answer: no Keycloak answer for region-asia#read "
+        "(keycloak:); status 503 (provider_unavailable), expected 403",
+        "test-policy: 2 passed, 1 failed",
+    ]

@@ -122,6 +122,25 @@ async def test_keycloaks_answer_decides_the_route(
     assert keycloak.asked == [("region-europe", "read", None)]
 
 
+async def test_the_decision_names_the_permission_asked_for_the_audit_line() -> None:
+    keycloak = Keycloak({("region-europe", "read"): PermissionAnswer.GRANTED})
+    checks = authorizer(keycloak)
+    bearer = {"authorization": "Bearer user"}
+
+    granted = await checks.check(
+        AuthRequest("GET", "h", "/api/regions/europe/forms/1", bearer), 1.0
+    )
+    denied = await checks.check(AuthRequest("POST", "h", "/api/regions/asia/forms/1", bearer), 1.0)
+    unnamed = await checks.check(
+        AuthRequest("PATCH", "h", "/api/regions/asia/forms/1", bearer), 1.0
+    )
+
+    assert (granted.allowed, granted.permission) == (True, "region-europe#read")
+    assert (denied.allowed, denied.permission) == (False, "region-asia#write")
+    assert (unnamed.reason, unnamed.permission) == (Reason.PERMISSION_DENIED, None)
+    assert "permission" not in granted.metadata
+
+
 async def test_the_method_chooses_the_scope_and_an_unnamed_method_is_refused_without_a_call() -> (
     None
 ):
