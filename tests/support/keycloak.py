@@ -429,20 +429,20 @@ class Keycloak:
             raise KeycloakError(f"admin token request failed with {reply.status}: {reply.body!r}")
         return str(reply.json()["access_token"])
 
-    def user_id(self, username: str, admin_token: str | None = None) -> str:
+    def user_id(self, username: str, admin_token: str | None = None, realm: str = REALM) -> str:
         query = urllib.parse.urlencode({"username": username, "exact": "true"})
-        url = f"{self.base_url}/admin/realms/{REALM}/users?{query}"
+        url = f"{self.base_url}/admin/realms/{realm}/users?{query}"
         reply = self._must_answer("GET", url, bearer=admin_token or self.admin_token())
         users = json.loads(reply.body) if reply.status == 200 else None
         if not isinstance(users, list) or len(users) != 1:
             raise KeycloakError(f"user {username!r} lookup gave {reply.status}: {reply.body!r}")
         return str(users[0]["id"])
 
-    def logout_user(self, username: str) -> None:
+    def logout_user(self, username: str, realm: str = REALM) -> None:
         """Admin sign-out: removes every session of the user (POST .../users/{id}/logout)."""
         token = self.admin_token()
-        user_id = self.user_id(username, token)
-        url = f"{self.base_url}/admin/realms/{REALM}/users/{user_id}/logout"
+        user_id = self.user_id(username, token, realm)
+        url = f"{self.base_url}/admin/realms/{realm}/users/{user_id}/logout"
         reply = self._must_answer("POST", url, bearer=token)
         if reply.status != 204:
             raise KeycloakError(
