@@ -187,6 +187,7 @@ async def start_provider(
             ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
             provider.authorization_services,
             DecisionCachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.max_entries),
+            shared=shared,
         )
     return ProviderRuntime(
         provider, endpoints, keys, local, shared, resolver, source, enrichment, decisions

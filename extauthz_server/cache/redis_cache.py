@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -118,6 +119,9 @@ class RedisCache:
     def _revoked_key(self, session_id: str) -> str:
         return f"{self._namespace}:revoked:{session_id}"
 
+    def _decision_key(self, bound: bytes) -> str:
+        return f"{self._namespace}:perm:{bound.hex()}"
+
     async def _call(
         self, what: str, operation: Callable[[], Awaitable[T]], timeout_s: float | None = None
     ) -> T | None:
@@ -211,15 +215,46 @@ class RedisCache:
             if revoked:
                 await self._call("put", lambda: self._client.delete(key))
 
+    async def get_decision(self, digest: bytes, pair: str) -> str | None:
+        """The answer another process stored for this token and `resource#scope`, or None.
+        Sealed over both, so a Redis writer can neither forge one nor move it."""
+        bound = _decision_binding(digest, pair)
+        data = await self._call("get", lambda: self._client.get(self._decision_key(bound)))
+        if data is None:
+            return None
+        try:
+            return self._seal.open(bound, data).decode("ascii")
+        except (EntryFormatError, UnicodeDecodeError):
+            self.unreadable_entries += 1
+            return None
+
+    def put_decision_later(self, digest: bytes, pair: str, answer: str, ttl_s: float) -> None:
+        """Store an answer in the background (bounded like `put_later`)."""
+        ttl_ms = int(ttl_s * 1000)
+        if ttl_ms <= 0:
+            return
+        bound = _decision_binding(digest, pair)
+        sealed = self._seal.seal(bound, answer.encode("ascii"))
+        key = self._decision_key(bound)
+
+        async def write() -> None:
+            await self._call("put", lambda: self._client.set(key, sealed, px=ttl_ms))
+
+        self._write_later(write())
+
     def put_later(self, digest: bytes, entry: CacheEntry) -> None:
         """`put` in the background, so the check that learnt the entry does not wait the
         two Redis round trips (about 0.9 ms here) of writing it. Past MAX_PENDING_WRITES
         writes under way (Redis slow or gone) a write is dropped: the entry is in L1, and
         other processes ask the provider once more."""
+        self._write_later(self.put(digest, entry))
+
+    def _write_later(self, write: Coroutine[object, object, None]) -> None:
         if len(self._pending_writes) >= MAX_PENDING_WRITES:
+            write.close()
             self.writes_dropped += 1
             return
-        task = asyncio.create_task(self.put(digest, entry))
+        task = asyncio.create_task(write)
         self._pending_writes.add(task)
         task.add_done_callback(self._write_done)
 
@@ -368,6 +403,11 @@ class RedisCache:
             task.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
+
+
+def _decision_binding(digest: bytes, pair: str) -> bytes:
+    """What a decision is about: the token's digest and the pair, as one digest."""
+    return hashlib.sha256(digest + b"\0" + pair.encode()).digest()
 
 
 def _encode_invalidation(invalidation: Invalidation) -> bytes:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from extauthz_server.cache.lru import MemoryCache
+from extauthz_server.cache.redis_cache import RedisCache
 from extauthz_server.cache.single_flight import SingleFlight
 from extauthz_server.core.identity import Identity
 from extauthz_server.core.permissions import PermissionAnswer, PermissionSource
@@ -92,6 +93,8 @@ class UmaDecisions:
         settings: AuthorizationServicesSettings,
         cache: DecisionCachePolicy,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        shared: RedisCache | None = None,
     ) -> None:
         self._session = session
         self._endpoints = endpoints
@@ -99,10 +102,12 @@ class UmaDecisions:
         self._settings = settings
         self._policy = cache
         self._wall_clock = wall_clock
+        self._shared = shared
         self._answers: MemoryCache[DecisionKey, PermissionAnswer] = MemoryCache(cache.max_entries)
         self._flight: SingleFlight[DecisionKey, PermissionAnswer] = SingleFlight()
         self.calls = 0
         self.cache_hits = 0
+        self.shared_hits = 0
         # Keycloak's answers by outcome (PermissionAnswer values, and "failed").
         self.outcomes: Counter[str] = Counter()
 
@@ -120,23 +125,41 @@ class UmaDecisions:
         if cached is not None:
             self.cache_hits += 1
             return cached
+        shared = await self._shared_answer(key)
+        if shared is not None:
+            self.shared_hits += 1
+            self._answers.put(key, shared, self._ttl(shared, identity))
+            return shared
         budget = max(0.0, min(self._settings.timeout_s, timeout_s))
-        answer, _ = await self._flight.run(
+        answer, joined = await self._flight.run(
             key,
             lambda: self._ask(token, resource, scope, budget),
             time.monotonic() + budget,
             lambda: ProviderUnavailable("timed out waiting for a UMA decision"),
         )
-        self._remember(key, answer, identity)
+        ttl = self._ttl(answer, identity)
+        self._answers.put(key, answer, ttl)
+        if self._shared is not None and not joined:
+            self._shared.put_decision_later(key[0], f"{resource}#{scope}", answer.value, ttl)
         return answer
 
-    def _remember(self, key: DecisionKey, answer: PermissionAnswer, identity: Identity) -> None:
+    async def _shared_answer(self, key: DecisionKey) -> PermissionAnswer | None:
+        if self._shared is None:
+            return None
+        digest, resource, scope = key
+        value = await self._shared.get_decision(digest, f"{resource}#{scope}")
+        try:
+            return PermissionAnswer(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def _ttl(self, answer: PermissionAnswer, identity: Identity) -> float:
         ttl = (
             self._policy.ttl_s if answer is PermissionAnswer.GRANTED else self._policy.denied_ttl_s
         )
         if identity.expires_at is not None:
             ttl = min(ttl, identity.expires_at - self._wall_clock())
-        self._answers.put(key, answer, ttl)
+        return ttl
 
     async def _ask(self, token: str, resource: str, scope: str, budget: float) -> PermissionAnswer:
         self.calls += 1

@@ -11,16 +11,19 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from extauthz_server.cache.redis_cache import RedisCache, connect
 from extauthz_server.config.model import parse_config
 from extauthz_server.core.identity import Identity
 from extauthz_server.core.permissions import PermissionAnswer
 from extauthz_server.core.secret import Secret
+from extauthz_server.core.tokens import token_digest
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.metadata.authorization_services import (
@@ -39,6 +42,7 @@ from tests.support.keycloak import (
     Keycloak,
 )
 from tests.support.net import serve_on_loopback
+from tests.support.redis_server import RedisServer
 
 GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED = 0, 7, 16
 BOB = Identity("u-bob", "bob", None, "web-app", frozenset(), frozenset(), None)
@@ -129,6 +133,61 @@ async def test_one_token_resource_and_scope_costs_one_call_however_many_ask(
     assert other_scope is PermissionAnswer.DENIED
     assert len(uma.forms) == 2
     assert (source.calls, source.cache_hits) == (2, 90)
+
+
+def shared_decisions(
+    session: aiohttp.ClientSession, uma: UmaStandIn, redis: RedisCache
+) -> UmaDecisions:
+    return UmaDecisions(
+        session,
+        EndpointSource(session, uma.issuer, None, None),
+        ClientCredentials("ext-authz", Secret("s3cret"), ClientAuthMethod.CLIENT_SECRET_BASIC),
+        AuthorizationServicesSettings(audience="forms-api", timeout_s=2.0),
+        DecisionCachePolicy(ttl_s=60, denied_ttl_s=10, max_entries=100),
+        shared=redis,
+    )
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Any]:
+    client = connect(redis_server.url, cluster=False, timeout_s=1.0, max_connections=8)
+    yield client
+    await client.aclose()
+
+
+def replica_cache(client: Any, key: bytes = b"k" * 32) -> RedisCache:
+    return RedisCache(client, "extauthz", 1.0, horizon_s=120, seal_key=key)
+
+
+async def test_a_decision_one_replica_learnt_is_read_by_another_from_redis(
+    session: aiohttp.ClientSession, uma: UmaStandIn, redis_client: Any
+) -> None:
+    first_cache, second_cache = replica_cache(redis_client), replica_cache(redis_client)
+    first = shared_decisions(session, uma, first_cache)
+    second = shared_decisions(session, uma, second_cache)
+
+    assert await first.decide("t", BOB, "region-europe", "read", 2.0) is PermissionAnswer.GRANTED
+    assert await first.decide("t", BOB, "region-asia", "read", 2.0) is PermissionAnswer.DENIED
+    await first_cache.settle()
+    granted = await second.decide("t", BOB, "region-europe", "read", 2.0)
+    denied = await second.decide("t", BOB, "region-asia", "read", 2.0)
+
+    assert (granted, denied) == (PermissionAnswer.GRANTED, PermissionAnswer.DENIED)
+    assert (first.calls, second.calls, second.shared_hits) == (2, 0, 2)
+
+
+async def test_a_decision_written_to_redis_without_the_key_is_not_believed(
+    session: aiohttp.ClientSession, uma: UmaStandIn, redis_client: Any
+) -> None:
+    forger = replica_cache(redis_client, key=b"f" * 32)
+    forger.put_decision_later(token_digest("t"), "region-asia#read", "granted", 60)
+    await forger.settle()
+    replica = shared_decisions(session, uma, replica_cache(redis_client))
+
+    answer = await replica.decide("t", BOB, "region-asia", "read", 2.0)
+
+    assert answer is PermissionAnswer.DENIED
+    assert (replica.calls, replica.shared_hits) == (1, 0)
 
 
 # -- the real Keycloak ---------------------------------------------------------------------
