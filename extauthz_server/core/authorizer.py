@@ -47,6 +47,7 @@ class IdentitySource(Protocol):
 # same Decision (and so the same prepared response) until the settings change.
 ALLOWED_MEMO_SIZE = 10_000
 _NUMBERS = re.compile(r"[0-9.]+")
+MAX_THROTTLED_KEYS = 256
 # (id of the Identity object, route name, the captures of a scoped route or ()).
 MemoKey = tuple[int, str, tuple[tuple[str, str], ...]]
 # Header names kept from earlier configurations (renamed or dropped by reloads).
@@ -379,6 +380,9 @@ class _Throttle:
         last = self._last.get(key)
         if last is not None and now - last < self._interval_s:
             return False
+        if len(self._last) >= MAX_THROTTLED_KEYS:
+            # Bounded whatever the failures say: forgetting only lets a line through early.
+            self._last.clear()
         self._last[key] = now
         return True
 
