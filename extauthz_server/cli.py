@@ -242,6 +242,7 @@ def _print(explanation: Explanation, *, as_json: bool) -> None:
         f"identity:        {json.dumps(explanation.as_dict()['identity'])}",
         f"provider roles:  {', '.join(provider_roles) or '(none)'}",
         f"internal roles:  {', '.join(sorted(explanation.internal_roles)) or '(none)'}",
+        *(f"hint:            {hint}" for hint in explanation.hints),
         *(f"set header:      {name}: {value}" for name, value in decision.upstream_headers),
         *(f"removed header:  {name}" for name in decision.headers_to_remove),
         *(f"to the client:   {name}: {value}" for name, value in decision.response_headers),

@@ -5,23 +5,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from extauthz_server.app.strategy_context import StrategyContext, build_strategy, jwks_cache
 from extauthz_server.config.model import Config, authorizer_settings
+from extauthz_server.config.providers import ProviderConfig
 from extauthz_server.core.authorizer import Authorizer, AuthorizerSettings, IdentitySource
 from extauthz_server.core.decision import Decision, Reason
-from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
+from extauthz_server.core.identity import (
+    Identity,
+    Inactive,
+    audience_of,
+    claim_time,
+    identity_from_introspection,
+)
 from extauthz_server.core.paths import PathError, normalise_path
 from extauthz_server.core.permissions import PermissionSource
 from extauthz_server.core.policy import RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
+from extauthz_server.core.tokens import BearerToken, extract_bearer
 from extauthz_server.errors import ConfigError
+from extauthz_server.identity.access_token import unverified_claims
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.router import ProviderEntry, ProviderRouter
@@ -49,6 +59,8 @@ class Explanation:
     condition: Mapping[str, str] | None = None
     # The `resource#scope` the route asks Keycloak about, and its answer.
     permission: Mapping[str, str] | None = None
+    # Likely causes of an inactive answer that can be read off the token.
+    hints: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         decision = self.decision
@@ -62,6 +74,7 @@ class Explanation:
             "required": dict(self.required),
             "condition": dict(self.condition) if self.condition is not None else None,
             "permission": dict(self.permission) if self.permission is not None else None,
+            "hints": list(self.hints),
             "identity": _identity_dict(identity),
             "provider_roles": sorted(identity.provider_roles)
             if isinstance(identity, Identity)
@@ -182,7 +195,47 @@ async def explain(
                 )
         recording = _Recording(ProviderRouter(entries))
         permissions = PermissionRouter(deciding) if deciding else None
-        return await _run(settings, recording, request, timeout_s, permissions)
+        explanation = await _run(settings, recording, request, timeout_s, permissions)
+    if not isinstance(explanation.identity, Inactive):
+        return explanation
+    token = extract_bearer(request.authorization, settings.max_token_bytes)
+    if not isinstance(token, BearerToken):
+        return explanation
+    hints = inactive_hints(unverified_claims(token.value), config.providers, now)
+    return dataclasses.replace(explanation, hints=hints)
+
+
+def inactive_hints(
+    claims: Mapping[str, object] | None, providers: Sequence[ProviderConfig], now: float
+) -> tuple[str, ...]:
+    """Why a provider may have answered `inactive`, as far as the token itself tells."""
+    if claims is None:
+        return ()
+    hints: list[str] = []
+    issuer = claims.get("iss")
+    issuers = [provider.issuer for provider in providers]
+    if isinstance(issuer, str) and issuer not in issuers:
+        same_realm = [i for i in issuers if urlsplit(i).path == urlsplit(issuer).path]
+        if same_realm:
+            hints.append(
+                f"the token was issued by {issuer} but provider.issuer is {same_realm[0]}: "
+                "Keycloak takes another host name for another issuer and answers inactive; "
+                "use the same host in both (or fix Keycloak's hostname)"
+            )
+        else:
+            hints.append(f"the token was issued by {issuer}, which no provider's issuer names")
+    audience = audience_of(claims.get("aud"))
+    clients = {provider.client_id for provider in providers if provider.client_id}
+    if audience and clients.isdisjoint(audience):
+        hints.append(
+            f"the token's aud ({', '.join(audience)}) names no provider.client_id "
+            f"({', '.join(sorted(clients))}): Keycloak 26.6.2+ answers inactive to a client "
+            "the token is not for (add an audience mapper)"
+        )
+    expires = claim_time(claims.get("exp"))
+    if expires is not None and expires <= now:
+        hints.append(f"the token expired {int(now - expires)} s ago")
+    return tuple(hints)
 
 
 async def _run(

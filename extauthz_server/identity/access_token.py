@@ -89,12 +89,18 @@ def _screen_header(
 def unverified_issuer(token: str) -> str | None:
     """The `iss` a JWT claims, read without verifying anything: only good enough to pick
     which provider will then verify the token."""
+    payload = unverified_claims(token)
+    issuer = payload.get("iss") if payload is not None else None
+    return issuer if isinstance(issuer, str) else None
+
+
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """A JWT's payload, unverified (for choosing a provider, or explaining a refusal);
+    None when the token is not a readable JWT."""
     parts = token.split(".")
     if len(parts) != 3 or len(parts[1]) > 16 * 1024:
         return None
-    payload = _json_segment(parts[1])
-    issuer = payload.get("iss") if payload is not None else None
-    return issuer if isinstance(issuer, str) else None
+    return _json_segment(parts[1])
 
 
 def _header(token: str) -> tuple[str, str | None, str | None] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import seed_config_text
+from tests.support.keycloak_standin import KeycloakStandIn
 from tests.support.net import free_port
 
 
@@ -267,3 +270,33 @@ routes:
         "keycloak asked:  region-europe#read  →  not asked: Keycloak decides for a real token "
         "(--token)"
     ) in text.stdout
+
+
+async def test_check_of_an_inactive_token_says_what_the_token_shows(
+    tmp_path: Path, standin: KeycloakStandIn
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(seed_config_text(standin.issuer))
+    claims = {"iss": standin.issuer.replace("127.0.0.1", "localhost"), "exp": 4_000_000_000}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    token = f"eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln"
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "extauthz_server",
+        "check",
+        "--config",
+        str(config),
+        "--path",
+        "/api/forms",
+        "--token",
+        token,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    assert process.returncode == 1, stderr
+    assert "(401, invalid_token)" in stdout.decode()
+    assert "hint:            the token was issued by http://localhost:" in stdout.decode()
