@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,13 @@ USER_PASSWORDS: Mapping[str, str] = {
 
 _LOG_TAIL_LINES = 60
 _HTTP_TIMEOUT_S = 10.0
+
+
+Progress = Callable[[str], None]
+
+
+def print_nothing(message: str) -> None:
+    """The default progress report: none."""
 
 
 class KeycloakError(Exception):
@@ -115,10 +122,14 @@ class HttpReply:
         return doc
 
 
-def ensure_dist(settings: KeycloakSettings) -> Path:
+def ensure_dist(settings: KeycloakSettings, progress: Progress = print_nothing) -> Path:
     """Return the distribution zip, fetching it with Maven into the cache when missing."""
     if settings.dist_zip.is_file():
         return settings.dist_zip
+    progress(
+        f"fetching Keycloak {settings.version} with Maven into {settings.cache_dir} "
+        f"(once; can take minutes, at most {settings.fetch_timeout_s:.0f} s)"
+    )
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     artifact = f"org.keycloak:keycloak-quarkus-dist:{settings.version}:zip"
     command = [
@@ -200,8 +211,8 @@ class Keycloak:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
-    def start(cls, settings: KeycloakSettings) -> Keycloak:
-        zip_path = ensure_dist(settings)
+    def start(cls, settings: KeycloakSettings, progress: Progress = print_nothing) -> Keycloak:
+        zip_path = ensure_dist(settings, progress)
         began = time.monotonic()
         workdir = Path(tempfile.mkdtemp(prefix="extauthz-keycloak-"))
         try:
@@ -222,6 +233,11 @@ class Keycloak:
                 log_path=workdir / "keycloak.log",
             )
             server._spawn()
+            realms = ", ".join(f.stem for f in (settings.realm_file, *settings.extra_realm_files))
+            progress(
+                f"starting Keycloak {settings.version} on port {http_port} ({realms}); "
+                f"usually 30-60 s, at most {settings.startup_timeout_s:.0f} s"
+            )
             try:
                 server._wait_ready(began + settings.startup_timeout_s)
             except BaseException:
@@ -232,6 +248,7 @@ class Keycloak:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
         server.startup_seconds = time.monotonic() - began
+        progress(f"Keycloak ready in {server.startup_seconds:.0f} s")
         if not prepared:
             _save_prepared_home(settings, home)
         return server

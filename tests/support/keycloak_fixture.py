@@ -11,12 +11,23 @@ from tests.support.keycloak import Keycloak, KeycloakError, KeycloakSettings
 
 
 @pytest.fixture(scope="session")
-def keycloak() -> Iterator[Keycloak]:
+def keycloak(request: pytest.FixtureRequest) -> Iterator[Keycloak]:
     """A started Keycloak with the demo realm; fails (never skips) when it cannot run."""
     settings = KeycloakSettings.from_environ(os.environ)
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+
+    def progress(message: str) -> None:
+        # Past pytest's output capture, so the long waits show even without -s.
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[keycloak] {message}")
+
     problem: str | None = None
     try:
-        server = Keycloak.start(settings)
+        server = Keycloak.start(settings, progress)
     except KeycloakError as exc:
         problem = str(exc)  # failed outside the except block so no chained traceback shows
     if problem is not None:
