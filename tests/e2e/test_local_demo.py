@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -262,3 +263,23 @@ async def test_dev_idp_introspects_only_for_the_ext_authz_client() -> None:
     assert document["sid"]
     assert document["exp"] > time.time()
     assert unknown == {"active": False}
+
+
+def test_a_busy_port_is_named_before_anything_starts() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = subprocess.run(
+            [sys.executable, "-c", _LAUNCH, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert result.returncode == 2
+    assert f"port {port} is busy" in result.stderr
+    assert "--port 0" in result.stderr
+    assert "starting the identity provider" not in result.stdout

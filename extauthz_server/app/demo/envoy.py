@@ -202,7 +202,8 @@ class EnvoyProcess:
         except TimeoutError:
             await self.stop()
             raise RuntimeError(
-                f"envoy not ready after {READY_TIMEOUT_S:.0f}s; see {self.log_path}"
+                f"envoy not ready after {READY_TIMEOUT_S:.0f}s; its log ended with:\n"
+                f"{self.log_tail()}"
             ) from None
 
     async def _wait_ready(self, session: aiohttp.ClientSession, admin_path: Path) -> None:
@@ -210,7 +211,8 @@ class EnvoyProcess:
         while True:
             if self._process.returncode is not None:
                 raise RuntimeError(
-                    f"envoy exited with {self._process.returncode}; see {self.log_path}"
+                    f"envoy exited with {self._process.returncode}; its log ended with:\n"
+                    f"{self.log_tail()}"
                 )
             if not self.admin_port:
                 self.admin_port = await asyncio.to_thread(_written_port, admin_path)
@@ -219,6 +221,16 @@ class EnvoyProcess:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._process.wait(), 0.05)
+
+    def log_tail(self, lines: int = 15, max_bytes: int = 16 * 1024) -> str:
+        """The end of Envoy's log, to show before the demo's work directory is removed."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(max(0, self.log_path.stat().st_size - max_bytes))
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "(empty)"
 
     async def _admin_ok(self, session: aiohttp.ClientSession, path: str) -> bool:
         try:

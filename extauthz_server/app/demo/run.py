@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -117,6 +118,13 @@ def run_demo(argv: list[str]) -> int:
     except EnvoyNotFound as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_MISSING_PREREQUISITE
+    if args.port and not _port_is_free(args.port):
+        print(
+            f"demo: port {args.port} is busy (something listens there already); choose another "
+            "with --port N, or --port 0 for any free port",
+            file=sys.stderr,
+        )
+        return EXIT_MISSING_PREREQUISITE
     provider: IdentityProvider
     if args.keycloak:
         from extauthz_server.app.demo.keycloak import KeycloakUnavailable, LocalKeycloak
@@ -183,6 +191,17 @@ async def _run(provider: IdentityProvider, envoy_port: int, ports_file: Path | N
                 await provider.stop()
                 if ports_file is not None:
                     await asyncio.to_thread(ports_file.unlink, missing_ok=True)
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether Envoy's listener port can be bound on loopback, checked before anything
+    starts so that a busy port is named at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _server_config(issuer: str) -> str:
