@@ -1,0 +1,44 @@
+"""The small in-process benches run and print their figures: `bench.routes` a row per route
+count (every lookup it times checked to find, or not find, a route), `bench.decision_overhead`
+its two routes with one Keycloak call. No speed is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_route_count_gets_a_row() -> None:
+    command = ["-m", "bench.routes", "--sizes", "10,400", "--lookups", "50", "--rounds", "2"]
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:3]]
+    assert [row[0] for row in rows] == ["10", "400"]
+    assert all(float(value) > 0 for row in rows for value in row[2:])
+
+
+def test_the_decision_overhead_bench_runs_with_one_keycloak_call() -> None:
+    command = ["-m", "bench.decision_overhead", "--calls", "200", "--rounds", "2"]
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "added by the cached decision" in result.stdout
+    assert "UMA calls: 1 " in result.stdout
