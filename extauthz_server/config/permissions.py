@@ -55,7 +55,7 @@ def parse_permissions(section: Section, base_dir: Path) -> PermissionsSettings |
     ttl_s = section.number("ttl_seconds", 60, 0, 86_400)
     on_failure = _choice(section, "on_failure", FailurePolicy, FailurePolicy.DENY.value)
     max_entries = section.integer("max_entries", 100_000, 1, 10_000_000)
-    circuit_breaker = _circuit_breaker(section.section("circuit_breaker"))
+    circuit_breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()
     segments = () if roles_path == "." else tuple(roles_path.split("."))
     if any(not segment for segment in segments):
@@ -73,7 +73,8 @@ def parse_permissions(section: Section, base_dir: Path) -> PermissionsSettings |
     )
 
 
-def _circuit_breaker(section: Section) -> BreakerSettings:
+def parse_circuit_breaker(section: Section) -> BreakerSettings:
+    """`circuit_breaker: {failures, open_seconds}`, as the remote dependencies take it."""
     failures = section.integer("failures", 5, 0, 1_000)
     open_s = section.number("open_seconds", 5, 0.1, 3_600)
     section.finish()

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from extauthz_server.config.permissions import parse_permissions
+from extauthz_server.config.permissions import parse_circuit_breaker, parse_permissions
 from extauthz_server.config.reader import Section, optional_secret
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.core.secret import Secret
@@ -185,7 +185,7 @@ def _authorization_services(
 ) -> AuthorizationServicesSettings | None:
     """`authorization_services`: None when the section is absent."""
     if not section.has("audience"):
-        for key in ("audience", "mode", "timeout_ms"):
+        for key in ("audience", "mode", "timeout_ms", "circuit_breaker"):
             if section.has(key):
                 raise ConfigError(section.key("audience"), "is required")
             section.raw(key)
@@ -200,8 +200,11 @@ def _authorization_services(
     if mode != "decision":
         raise ConfigError(section.key("mode"), f"expected decision, got {mode!r}")
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
+    breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()
-    return AuthorizationServicesSettings(audience=audience, timeout_s=timeout_ms / 1000)
+    return AuthorizationServicesSettings(
+        audience=audience, timeout_s=timeout_ms / 1000, circuit_breaker=breaker
+    )
 
 
 def _strategy(section: Section) -> str:

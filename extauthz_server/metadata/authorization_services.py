@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -31,6 +31,7 @@ from extauthz_server.errors import ProviderError, ProviderRejectedClient, Provid
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.identity.provider_http import failure_reason, shown_url, status_reason
+from extauthz_server.metadata.circuit_breaker import BreakerSettings, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class AuthorizationServicesSettings:
     # The resource server's client id (never taken from the request).
     audience: str
     timeout_s: float = 0.15
+    circuit_breaker: BreakerSettings = field(
+        default_factory=lambda: BreakerSettings(failure_threshold=5, open_s=5.0)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class UmaDecisions:
         wall_clock: Callable[[], float] = time.time,
         *,
         shared: RedisCache | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
         self._endpoints = endpoints
@@ -103,6 +108,7 @@ class UmaDecisions:
         self._policy = cache
         self._wall_clock = wall_clock
         self._shared = shared
+        self._breaker = CircuitBreaker(settings.circuit_breaker, monotonic)
         self._answers: MemoryCache[DecisionKey, PermissionAnswer] = MemoryCache(cache.max_entries)
         self._flight: SingleFlight[DecisionKey, PermissionAnswer] = SingleFlight()
         self.calls = 0
@@ -162,6 +168,9 @@ class UmaDecisions:
         return ttl
 
     async def _ask(self, token: str, resource: str, scope: str, budget: float) -> PermissionAnswer:
+        if not self._breaker.allow():
+            self.outcomes["short_circuited"] += 1
+            raise ProviderUnavailable("UMA decisions: circuit open after repeated failures")
         self.calls += 1
         try:
             async with asyncio.timeout(budget):
@@ -170,10 +179,21 @@ class UmaDecisions:
             answer = answer_of(status, body)
         except TimeoutError as exc:
             self.outcomes["failed"] += 1
+            if budget < self._settings.timeout_s:
+                # Cut short by what was left of the check's budget: no verdict on Keycloak.
+                self._breaker.abandoned()
+            else:
+                self._failed()
             raise ProviderUnavailable(f"UMA decision timed out after {budget:.3f}s") from exc
         except ProviderError:
             self.outcomes["failed"] += 1
+            self._failed()
             raise
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        # Any answer, a denial included, shows that Keycloak decides.
+        self._breaker.succeeded()
         self.outcomes[answer.value] += 1
         if answer is PermissionAnswer.MISCONFIGURED:
             log.error(
@@ -185,6 +205,13 @@ class UmaDecisions:
                 oauth_error_code(body),
             )
         return answer
+
+    def _failed(self) -> None:
+        if self._breaker.failed():
+            log.warning(
+                "UMA decisions: circuit open; for %.1fs, checks that need one fail at once",
+                self._settings.circuit_breaker.open_s,
+            )
 
     async def _post(
         self, endpoint: str, token: str, resource: str, scope: str

@@ -24,6 +24,7 @@ from extauthz_server.core.identity import Identity
 from extauthz_server.core.permissions import PermissionAnswer
 from extauthz_server.core.secret import Secret
 from extauthz_server.core.tokens import token_digest
+from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.metadata.authorization_services import (
@@ -32,6 +33,7 @@ from extauthz_server.metadata.authorization_services import (
     DecisionCachePolicy,
     UmaDecisions,
 )
+from extauthz_server.metadata.circuit_breaker import BreakerSettings
 from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request
 from tests.support.keycloak import (
@@ -55,6 +57,8 @@ class UmaStandIn:
     port: int = 0
     forms: list[dict[str, list[str]]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    # Answer 500 to everything: Keycloak failing.
+    failing: bool = False
 
     @property
     def issuer(self) -> str:
@@ -71,6 +75,8 @@ class UmaStandIn:
     async def token(self, request: web.Request) -> web.Response:
         self.forms.append(parse_qs(await request.text()))
         self.authorizations.append(request.headers.get("Authorization"))
+        if self.failing:
+            return web.Response(status=500)
         await asyncio.sleep(0.05)  # long enough for concurrent askers to meet in flight
         if self.forms[-1].get("permission") == ["region-europe#read"]:
             return web.json_response({"result": True})
@@ -133,6 +139,43 @@ async def test_one_token_resource_and_scope_costs_one_call_however_many_ask(
     assert other_scope is PermissionAnswer.DENIED
     assert len(uma.forms) == 2
     assert (source.calls, source.cache_hits) == (2, 90)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_after_repeated_failures_checks_fail_at_once_until_one_call_probes(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    clock = Clock()
+    source = UmaDecisions(
+        session,
+        EndpointSource(session, uma.issuer, None, None),
+        ClientCredentials("ext-authz", Secret("s3cret"), ClientAuthMethod.CLIENT_SECRET_BASIC),
+        AuthorizationServicesSettings("forms-api", 2.0, BreakerSettings(2, open_s=5.0)),
+        DecisionCachePolicy(ttl_s=60, denied_ttl_s=10, max_entries=100),
+        monotonic=clock,
+    )
+    uma.failing = True
+
+    for token in ("t1", "t2", "t3", "t4"):
+        with pytest.raises(ProviderUnavailable):
+            await source.decide(token, BOB, "region-europe", "read", 2.0)
+    asked_while_open = len(uma.forms)
+    uma.failing = False
+    clock.now += 5.1
+    probe = await source.decide("t5", BOB, "region-europe", "read", 2.0)
+    after = await source.decide("t6", BOB, "region-europe", "read", 2.0)
+
+    assert asked_while_open == 2  # two failures opened it; two checks failed at once
+    assert (probe, after) == (PermissionAnswer.GRANTED, PermissionAnswer.GRANTED)
+    assert source.outcomes["short_circuited"] == 2
+    assert len(uma.forms) == 4
 
 
 def shared_decisions(

@@ -251,6 +251,23 @@ def test_a_uma_response_that_is_no_answer_is_never_a_grant(
         answer_of(status, body)
 
 
+def test_the_circuit_breaker_of_keycloak_decisions_is_configured_like_the_permissions_apis() -> (
+    None
+):
+    text = PROVIDER.replace(
+        "{audience: forms-api}",
+        "{audience: forms-api, circuit_breaker: {failures: 3, open_seconds: 2}}",
+    )
+
+    services = parse_config(text + ROUTES, {}).provider.authorization_services
+
+    assert services is not None
+    assert (services.circuit_breaker.failure_threshold, services.circuit_breaker.open_s) == (3, 2)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace("failures: 3", "failurez: 3") + ROUTES, {})
+    assert caught.value.key_path == "provider.authorization_services.circuit_breaker.failurez"
+
+
 @pytest.mark.parametrize(
     ("provider", "routes", "key", "problem"),
     [
