@@ -33,7 +33,6 @@ from extauthz_server.core.tokens import BearerToken, extract_bearer
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import unverified_claims
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.router import ProviderEntry, ProviderRouter
 from extauthz_server.identity.strategies import IdentityStrategy
 from extauthz_server.metadata.authorization_services import (
@@ -181,11 +180,8 @@ async def explain(
             )
             uncached = _Uncached(build_strategy(context))
             entries.append(ProviderEntry(provider.name, endpoints, uncached))
-            services = provider.authorization_services
-            if services is not None and provider.client_secret is not None:
-                credentials = ClientCredentials(
-                    provider.client_id, provider.client_secret, provider.auth_method
-                )
+            services, credentials = provider.authorization_services, provider.credentials
+            if services is not None and credentials is not None:
                 deciding[provider.name] = UmaDecisions(
                     session,
                     endpoints,

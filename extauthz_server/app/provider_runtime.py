@@ -19,7 +19,6 @@ from extauthz_server.config.providers import JWT, JWT_THEN_INTROSPECTION, Provid
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ProviderError
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.identity.jwks import JwksCache
 from extauthz_server.identity.router import ProviderEntry, TokenSource
 from extauthz_server.metadata.authorization_services import DecisionCachePolicy, UmaDecisions
@@ -163,13 +162,9 @@ async def start_provider(
         shared=shared,
         max_concurrency=provider.max_concurrency,
     )
+    credentials = provider.credentials
     enrichment = None
     if provider.permissions is not None:
-        credentials = (
-            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method)
-            if provider.client_secret is not None
-            else None
-        )
         enrichment = build_enriched_source(
             resolver,
             provider.permissions,
@@ -180,11 +175,11 @@ async def start_provider(
         )
     source: TokenSource = enrichment or resolver
     decisions = None
-    if provider.authorization_services is not None and provider.client_secret is not None:
+    if provider.authorization_services is not None and credentials is not None:
         decisions = UmaDecisions(
             session,
             endpoints,
-            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
+            credentials,
             provider.authorization_services,
             DecisionCachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.max_entries),
             shared=shared,

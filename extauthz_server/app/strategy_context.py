@@ -18,7 +18,7 @@ from extauthz_server.config.providers import (
 )
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.introspection import ClientCredentials, IntrospectionClient
+from extauthz_server.identity.introspection import IntrospectionClient
 from extauthz_server.identity.jwks import JwksCache
 from extauthz_server.identity.strategies import (
     IdentityStrategy,
@@ -54,16 +54,13 @@ class StrategyContext:
 
     def introspection(self) -> IntrospectionStrategy:
         provider = self.provider
-        if provider.client_secret is None:
+        credentials = provider.credentials
+        if credentials is None:
             raise ConfigError(
                 provider.key("client_secret"), "introspection needs the client credentials"
             )
         client = IntrospectionClient(
-            self.session,
-            self.endpoints,
-            ClientCredentials(provider.client_id, provider.client_secret, provider.auth_method),
-            provider.timeout_s,
-            self.tracing,
+            self.session, self.endpoints, credentials, provider.timeout_s, self.tracing
         )
         return IntrospectionStrategy(client, provider.role_claims, self.metrics)
 

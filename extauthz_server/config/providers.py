@@ -19,7 +19,7 @@ from extauthz_server.core.roles import ClaimPath
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import DEFAULT_ALGORITHMS, JwtRules
-from extauthz_server.identity.introspection import ClientAuthMethod
+from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.metadata.authorization_services import AuthorizationServicesSettings
 from extauthz_server.metadata.permissions import ClientCredentialsAuth, PermissionsSettings
 
@@ -67,6 +67,13 @@ class ProviderConfig:
 
     def key(self, name: str) -> str:
         return f"{self.config_path}.{name}"
+
+    @property
+    def credentials(self) -> ClientCredentials | None:
+        """Our client's credentials at this provider; None without a client secret."""
+        if self.client_secret is None:
+            return None
+        return ClientCredentials(self.client_id, self.client_secret, self.auth_method)
 
     @property
     def introspects(self) -> bool:
