@@ -111,6 +111,11 @@ class _State:
             settings, default, clock, minter, provider_denials, _Throttle(clock), _Throttle(clock)
         )
 
+    def warn_unavailable(self, what: str, exc: ProviderError) -> None:
+        """Log a provider failure once a minute per kind, not once per Check."""
+        if self.provider_warnings.admit(_shape(str(exc))):
+            log.warning("%s unavailable: %s", what, exc)
+
     def denials_for(self, route: Route) -> Denials:
         if route.provider is None:
             return self.denials
@@ -215,8 +220,7 @@ class Authorizer:
         except ProviderRejectedClient:
             return denials.deny(Reason.PROVIDER_REJECTED_CLIENT, route=route.name)
         except ProviderError as exc:
-            if state.provider_warnings.admit(_shape(str(exc))):
-                log.warning("identity provider unavailable: %s", exc)
+            state.warn_unavailable("identity provider", exc)
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
             return denials.deny(Reason.INVALID_TOKEN, route=route.name)
@@ -226,13 +230,13 @@ class Authorizer:
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
         if not route.permits(roles, identity.scopes, found.params):
-            return denials.deny(
+            return _caller_denial(
+                denials,
                 Reason.INSUFFICIENT_ROLE,
-                route=route.name,
-                subject=identity.subject,
+                route,
+                identity,
+                roles,
                 required_scopes=route.scopes,
-                roles=roles,
-                client=identity.client_id,
             )
         if route.condition is not None:
             result = route.condition.evaluate(request, path, found.params, identity, roles)
@@ -269,15 +273,7 @@ class Authorizer:
         asked = f"{resource}#{scope}" if scope is not None else None
 
         def refuse(reason: Reason) -> tuple[Decision, str | None]:
-            decision = denials.deny(
-                reason,
-                route=route.name,
-                subject=identity.subject,
-                roles=roles,
-                client=identity.client_id,
-                permission=asked,
-            )
-            return decision, asked
+            return _caller_denial(denials, reason, route, identity, roles, permission=asked), asked
 
         if scope is None or self._permissions is None:
             # A method the route's scopes do not name is refused without asking anyone.
@@ -289,8 +285,7 @@ class Authorizer:
         except ProviderRejectedClient:
             return refuse(Reason.PROVIDER_REJECTED_CLIENT)
         except ProviderError as exc:
-            if state.provider_warnings.admit(_shape(str(exc))):
-                log.warning("authorization services unavailable: %s", exc)
+            state.warn_unavailable("authorization services", exc)
             return refuse(Reason.PROVIDER_UNAVAILABLE)
         if answer is PermissionAnswer.GRANTED:
             return None, asked
@@ -316,13 +311,7 @@ class Authorizer:
                 log.warning(
                     "route %s: condition could not be decided: %s", route.name, result.problem
                 )
-        return denials.deny(
-            reason,
-            route=route.name,
-            subject=identity.subject,
-            roles=roles,
-            client=identity.client_id,
-        )
+        return _caller_denial(denials, reason, route, identity, roles)
 
     async def _check_public(
         self,
@@ -338,7 +327,7 @@ class Authorizer:
         try:
             identity = await self._source.resolve(token.value, timeout_s, route.provider)
         except ProviderError as exc:
-            log.warning("identity provider unavailable on a public route: %s", exc)
+            state.warn_unavailable("identity provider (on a public route)", exc)
             identity = Inactive.NOT_ACTIVE
         if isinstance(identity, Inactive):
             return _allow(settings, Reason.PUBLIC, route, None, frozenset())
@@ -349,6 +338,28 @@ class Authorizer:
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
         return state.allow(memo_key, route, identity, roles, Reason.PUBLIC)
+
+
+def _caller_denial(
+    denials: Denials,
+    reason: Reason,
+    route: Route,
+    identity: Identity,
+    roles: frozenset[str],
+    *,
+    required_scopes: frozenset[str] = frozenset(),
+    permission: str | None = None,
+) -> Decision:
+    """A deny of a known caller: the audit line names who, with which roles and client."""
+    return denials.deny(
+        reason,
+        route=route.name,
+        subject=identity.subject,
+        required_scopes=required_scopes,
+        roles=roles,
+        client=identity.client_id,
+        permission=permission,
+    )
 
 
 def _memo_key(identity: Identity, found: RouteMatch) -> MemoKey | None:
