@@ -62,16 +62,6 @@ class PathTemplate:
             raise TemplateError(f"variable {{{duplicates[0]}}} is captured twice")
         return cls(text, segments, names)
 
-    @property
-    def literal_prefix(self) -> tuple[str, ...]:
-        """The literal segments before the first operator."""
-        prefix: list[str] = []
-        for segment in self.segments:
-            if segment.kind is not SegmentKind.LITERAL:
-                break
-            prefix.append(segment.text or "")
-        return tuple(prefix)
-
     def match(self, path: str) -> Mapping[str, str] | None:
         """The captures when `path` (normalised, starting with '/') matches, else None."""
         return self.match_parts(path[1:].split("/"))
