@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.authz_process import AuthzProcess
-from tests.support.configs import seed_config_text
+from tests.support.configs import PROVIDER_TIMEOUT_MS, seed_config_text
 from tests.support.net import free_port
 
 
@@ -44,7 +44,9 @@ def test_check_config_accepts_the_example_configuration() -> None:
 def test_config_error_exits_2_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
-        seed_config_text(dead_issuer()).replace("timeout_ms: 150", "timeout_ms: fast")
+        seed_config_text(dead_issuer()).replace(
+            f"timeout_ms: {PROVIDER_TIMEOUT_MS}", "timeout_ms: fast"
+        )
     )
 
     result = run_cli("--config", str(config))
@@ -96,7 +98,9 @@ def test_sighup_reloads_the_file_and_keeps_the_old_one_when_it_is_invalid(tmp_pa
         config.write_text(config.read_text().replace("name: public", "name: open"))
         server.process.send_signal(signal.SIGHUP)
         wait_for_line(server, '"message": "configuration reloaded"')
-        config.write_text(config.read_text().replace("timeout_ms: 150", "timeout_ms: soon"))
+        config.write_text(
+            config.read_text().replace(f"timeout_ms: {PROVIDER_TIMEOUT_MS}", "timeout_ms: soon")
+        )
         server.process.send_signal(signal.SIGHUP)
         wait_for_line(server, "configuration reload rejected")
     finally:

@@ -24,12 +24,17 @@ SEED_ROUTES: list[dict[str, Any]] = [
 ]
 
 
+# Generous on purpose: a loaded 2-core CI host can stall a fresh server's first Check for
+# more than 150 ms, which then reads as a provider timeout. Tests about timeouts set their own.
+PROVIDER_TIMEOUT_MS = 2000
+
+
 def seed_config_text(
     issuer: str,
     *,
     client_secret: str = DEMO_CLIENT_SECRET,
     introspection_endpoint: str | None = None,
-    timeout_ms: int = 150,
+    timeout_ms: int = PROVIDER_TIMEOUT_MS,
     ttl_seconds: float = 60,
     auth_method: str = "client_secret_basic",
     server: dict[str, Any] | None = None,
