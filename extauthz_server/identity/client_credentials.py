@@ -18,6 +18,7 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.core.strict_json import loads_strict, oauth_error_code
 from extauthz_server.errors import PermissionsUnavailable, ProviderUnavailable
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
+from extauthz_server.identity.provider_http import read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class ClientCredentialsTokenSource:
             async with self._session.post(
                 endpoint, data=form, headers=self._headers, allow_redirects=False
             ) as response:
-                return response.status, await response.content.read(MAX_TOKEN_RESPONSE_BYTES + 1)
+                return response.status, await read_bounded(response, MAX_TOKEN_RESPONSE_BYTES)
         except aiohttp.ClientError as exc:
             if self._configured_endpoint is None:
                 self._endpoints.forget()

@@ -17,7 +17,12 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.core.strict_json import loads_strict, oauth_error_code
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.provider_http import failure_reason, shown_url, status_reason
+from extauthz_server.identity.provider_http import (
+    failure_reason,
+    read_bounded,
+    shown_url,
+    status_reason,
+)
 from extauthz_server.ops.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
@@ -103,7 +108,7 @@ class IntrospectionClient:
                     status = response.status
                     span.set_attribute("http.response.status_code", status)
                     content_type = response.content_type
-                    body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                    body = await read_bounded(response, MAX_RESPONSE_BYTES)
         except aiohttp.ClientError as exc:
             self._endpoints.forget()
             raise _Retryable(

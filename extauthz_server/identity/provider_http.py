@@ -29,7 +29,7 @@ async def fetch_json(
         async with session.get(url, headers={"Accept": "application/json"}) as response:
             if response.status != 200:
                 raise ProviderUnavailable(f"{where}: {status_reason(response.status)}")
-            body = await response.content.read(max_bytes + 1)
+            body = await read_bounded(response, max_bytes)
     except aiohttp.ClientError as exc:
         raise ProviderUnavailable(f"{where}: {failure_reason(exc)}") from exc
     if len(body) > max_bytes:
@@ -38,6 +38,21 @@ async def fetch_json(
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ProviderUnavailable(f"{where}: not JSON") from exc
+
+
+async def read_bounded(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, or its first `max_bytes + 1` bytes when it is longer (so the caller can
+    tell). One `content.read(n)` is not enough: it returns what has arrived so far, and an
+    answer sent in several chunks would be cut short."""
+    parts: list[bytes] = []
+    received = 0
+    while received <= max_bytes:
+        part = await response.content.read(max_bytes + 1 - received)
+        if not part:
+            break
+        parts.append(part)
+        received += len(part)
+    return b"".join(parts)
 
 
 def shown_url(url: str) -> str:

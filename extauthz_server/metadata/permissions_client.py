@@ -13,7 +13,7 @@ from extauthz_server.core.identity import Identity
 from extauthz_server.core.strict_json import loads_strict
 from extauthz_server.errors import PermissionsTimedOut, PermissionsUnavailable
 from extauthz_server.identity.client_credentials import AccessTokenSource
-from extauthz_server.identity.provider_http import failure_reason
+from extauthz_server.identity.provider_http import failure_reason, read_bounded
 from extauthz_server.metadata.permissions import PermissionsSettings, RequestMethod, read_names
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class PermissionsClient:
                     raise PermissionsUnavailable(
                         f"permissions answer has content type {response.content_type!r}"
                     )
-                return response.status, await response.content.read(MAX_RESPONSE_BYTES + 1)
+                return response.status, await read_bounded(response, MAX_RESPONSE_BYTES)
         except aiohttp.ClientError as exc:
             raise PermissionsUnavailable(f"permissions API: {failure_reason(exc)}") from exc
 

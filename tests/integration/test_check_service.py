@@ -80,6 +80,19 @@ async def test_second_check_with_same_token_is_served_from_cache(
     assert len(standin.calls) == 1
 
 
+async def test_an_introspection_answer_sent_in_chunks_is_read_whole(
+    authz: RunningAuthz, standin: KeycloakStandIn
+) -> None:
+    # Padded past what one read returns, as a document with many roles would be.
+    roles = [f"role-{n}" for n in range(300)]
+    standin.documents["bob-token"] = active_document("bob", ["manager", *roles])
+    standin.fault = Fault.CHUNKED
+
+    response = await call_check(authz.channel, check_request("/api/forms", token="bob-token"))
+
+    assert response.status.code == GRPC_OK
+
+
 async def test_concurrent_checks_of_one_token_introspect_once(
     start_authz: StartAuthz, standin: KeycloakStandIn
 ) -> None:

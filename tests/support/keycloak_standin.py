@@ -55,6 +55,7 @@ class Fault(enum.Enum):
     REJECT_CLIENT_NEW = "reject_client_new"  # Keycloak >= 26.7: 401 invalid_client
     CLIENT_NOT_ALLOWED = "client_not_allowed"  # 403 for a public client
     RESET = "reset"  # drops the connection without an answer
+    CHUNKED = "chunked"  # a correct answer, sent in two chunks with a pause between them
 
 
 @dataclass
@@ -160,7 +161,19 @@ class KeycloakStandIn:
             request.transport.close()
             return web.Response(status=500)
         document = self.documents.get(form.get("token", ""), {"active": False})
+        if fault is Fault.CHUNKED:
+            return await _in_two_chunks(request, json.dumps(document).encode())
         return web.json_response(document)
+
+
+async def _in_two_chunks(request: web.Request, body: bytes) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    await asyncio.sleep(0.05)
+    await response.write(body[len(body) // 2 :])
+    await response.write_eof()
+    return response
 
 
 def _error(status: int, error: str, description: str) -> web.Response:
