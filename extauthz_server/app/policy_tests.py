@@ -25,7 +25,7 @@ from extauthz_server.config.reader import Section
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Decision
 from extauthz_server.core.identity import Identity, Inactive, identity_from_introspection
-from extauthz_server.core.permissions import PermissionAnswer
+from extauthz_server.core.permissions import PermissionAnswer, PermissionQuery
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ConfigError, ProviderUnavailable
@@ -148,12 +148,11 @@ class _CaseKeycloak:
         self,
         token: str,
         identity: Identity,
-        resource: str,
-        scope: str,
+        query: PermissionQuery,
         timeout_s: float,
         provider: str | None = None,
     ) -> PermissionAnswer:
-        pair = f"{resource}#{scope}"
+        pair = query.pair
         answer = self._answers.get(pair)
         if answer is None:
             self.unanswered.append(pair)

@@ -181,7 +181,9 @@ async def start_provider(
             endpoints,
             credentials,
             provider.authorization_services,
-            DecisionCachePolicy(cache.ttl_s, cache.negative_ttl_s, cache.max_entries),
+            DecisionCachePolicy(
+                cache.ttl_s, cache.negative_ttl_s, cache.max_entries, cache.stale_if_error_s
+            ),
             shared=shared,
         )
     return ProviderRuntime(

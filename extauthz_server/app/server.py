@@ -83,6 +83,7 @@ class Server:
         for decisions in (p.decisions for p in self.providers if p.decisions is not None):
             keycloak["cache_hit"] += decisions.cache_hits
             keycloak["shared_hit"] += decisions.shared_hits
+            keycloak["stale_served"] += decisions.stale_served
             keycloak.update(decisions.outcomes)
         return CacheReadings(
             l1_hits=sum(s.l1_hits for s in stats),

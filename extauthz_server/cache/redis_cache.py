@@ -215,26 +215,27 @@ class RedisCache:
             if revoked:
                 await self._call("put", lambda: self._client.delete(key))
 
-    async def get_decision(self, digest: bytes, pair: str) -> str | None:
-        """The answer another process stored for this token and `resource#scope`, or None.
-        Sealed over both, so a Redis writer can neither forge one nor move it."""
-        bound = _decision_binding(digest, pair)
+    async def get_decision(self, digest: bytes, subject: str) -> str | None:
+        """The answer another process stored for this token and subject (what was asked of
+        Keycloak Authorization Services), or None. Sealed over both, so a Redis writer can
+        neither forge one nor move it."""
+        bound = _decision_binding(digest, subject)
         data = await self._call("get", lambda: self._client.get(self._decision_key(bound)))
         if data is None:
             return None
         try:
-            return self._seal.open(bound, data).decode("ascii")
+            return self._seal.open(bound, data).decode("utf-8")
         except (EntryFormatError, UnicodeDecodeError):
             self.unreadable_entries += 1
             return None
 
-    def put_decision_later(self, digest: bytes, pair: str, answer: str, ttl_s: float) -> None:
+    def put_decision_later(self, digest: bytes, subject: str, answer: str, ttl_s: float) -> None:
         """Store an answer in the background (bounded like `put_later`)."""
         ttl_ms = int(ttl_s * 1000)
         if ttl_ms <= 0:
             return
-        bound = _decision_binding(digest, pair)
-        sealed = self._seal.seal(bound, answer.encode("ascii"))
+        bound = _decision_binding(digest, subject)
+        sealed = self._seal.seal(bound, answer.encode("utf-8"))
         key = self._decision_key(bound)
 
         async def write() -> None:
@@ -405,9 +406,9 @@ class RedisCache:
             await self._client.aclose()
 
 
-def _decision_binding(digest: bytes, pair: str) -> bytes:
-    """What a decision is about: the token's digest and the pair, as one digest."""
-    return hashlib.sha256(digest + b"\0" + pair.encode()).digest()
+def _decision_binding(digest: bytes, subject: str) -> bytes:
+    """What a decision is about: the token's digest and the subject, as one digest."""
+    return hashlib.sha256(digest + b"\0" + subject.encode()).digest()
 
 
 def _encode_invalidation(invalidation: Invalidation) -> bytes:

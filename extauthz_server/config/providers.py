@@ -20,7 +20,10 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import DEFAULT_ALGORITHMS, JwtRules
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
-from extauthz_server.metadata.authorization_services import AuthorizationServicesSettings
+from extauthz_server.metadata.authorization_services import (
+    AuthorizationServicesSettings,
+    PermissionMode,
+)
 from extauthz_server.metadata.permissions import ClientCredentialsAuth, PermissionsSettings
 
 INTROSPECTION = "introspection"
@@ -203,14 +206,17 @@ def _authorization_services(
             section.path, "asks Keycloak with our client's credentials: set client_secret"
         )
     audience = section.string("audience")
-    mode = section.string("mode", "decision")
-    if mode != "decision":
-        raise ConfigError(section.key("mode"), f"expected decision, got {mode!r}")
+    mode_text = section.string("mode", PermissionMode.DECISION.value)
+    try:
+        mode = PermissionMode(mode_text)
+    except ValueError:
+        choices = " or ".join(m.value for m in PermissionMode)
+        raise ConfigError(section.key("mode"), f"expected {choices}, got {mode_text!r}") from None
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()
     return AuthorizationServicesSettings(
-        audience=audience, timeout_s=timeout_ms / 1000, circuit_breaker=breaker
+        audience=audience, mode=mode, timeout_s=timeout_ms / 1000, circuit_breaker=breaker
     )
 
 

@@ -18,6 +18,7 @@ from extauthz_server.core.roles import RoleMap
 from extauthz_server.core.route_index import ShadowIndex
 from extauthz_server.core.routes import HostMatcher, PathKind, PathMatcher, Route
 from extauthz_server.errors import ConfigError
+from extauthz_server.metadata.authorization_services import PermissionMode
 
 _METHOD = re.compile(r"[A-Z]+")
 _PATH_KINDS = tuple(PathKind)
@@ -28,11 +29,25 @@ class ProviderNames:
     names: frozenset[str]
     # Those with authorization_services: who can answer a route's `permission`.
     deciding: frozenset[str]
+    # Those of them that ask one decision per pair, which Keycloak can also match by URI.
+    deciding_by_uri: frozenset[str] = frozenset()
+    # Who answers a route that names no provider: the first one with authorization_services.
+    default_deciding: str | None = None
 
     @classmethod
     def of(cls, providers: tuple[ProviderConfig, ...]) -> ProviderNames:
-        deciding = frozenset(p.name for p in providers if p.authorization_services is not None)
-        return cls(frozenset(p.name for p in providers), deciding)
+        with_services = [p for p in providers if p.authorization_services is not None]
+        return cls(
+            frozenset(p.name for p in providers),
+            frozenset(p.name for p in with_services),
+            frozenset(
+                p.name
+                for p in with_services
+                if p.authorization_services is not None
+                and p.authorization_services.mode is PermissionMode.DECISION
+            ),
+            with_services[0].name if with_services else None,
+        )
 
 
 def parse_policy(top: Section, role_map: RoleMap, providers: ProviderNames) -> Policy:
@@ -137,9 +152,30 @@ def _permission(
     if not providers.deciding:
         raise ConfigError(key, "needs a provider with authorization_services")
     spec = section.section("permission")
-    resource_text = spec.string("resource")
+    if spec.boolean("by_uri", False):
+        if spec.has("resource"):
+            raise ConfigError(spec.key("resource"), "give either resource or by_uri: true")
+        spec.raw("resource")
+        answering = provider or providers.default_deciding
+        if answering not in providers.deciding_by_uri:
+            raise ConfigError(
+                spec.key("by_uri"),
+                f"provider {answering!r} asks in permissions mode, which lists resources by "
+                "name only: by_uri needs authorization_services.mode: decision",
+            )
+        resource = None
+    else:
+        resource = _permission_resource(spec, captured)
+    scopes = _permission_scopes(spec)
+    spec.finish()
+    return RoutePermission(resource, MappingProxyType(scopes))
+
+
+def _permission_resource(spec: Section, captured: Collection[str]) -> RoleTemplate:
+    if not spec.has("resource"):
+        raise ConfigError(spec.key("resource"), "is required (or by_uri: true)")
     try:
-        resource = RoleTemplate.parse(resource_text)
+        resource = RoleTemplate.parse(spec.string("resource"))
     except RoleTemplateError as exc:
         raise ConfigError(spec.key("resource"), str(exc)) from None
     missing = sorted(resource.names - set(captured))
@@ -148,9 +184,7 @@ def _permission(
             spec.key("resource"),
             f"uses {{{missing[0]}}}, which the route's path_template does not capture",
         )
-    scopes = _permission_scopes(spec)
-    spec.finish()
-    return RoutePermission(resource, MappingProxyType(scopes))
+    return resource
 
 
 def _permission_scopes(spec: Section) -> dict[str, str]:

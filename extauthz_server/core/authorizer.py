@@ -245,7 +245,7 @@ class Authorizer:
         if route.permission is not None:
             remaining = timeout_s - (self._clock() - started)
             refused, asked = await self._check_permission(
-                state, denials, found, request.method, token.value, identity, roles, remaining
+                state, denials, found, request.method, path, token.value, identity, roles, remaining
             )
             if refused is not None:
                 return refused
@@ -259,6 +259,7 @@ class Authorizer:
         denials: Denials,
         found: RouteMatch,
         method: str,
+        path: str,
         token: str,
         identity: Identity,
         roles: frozenset[str],
@@ -268,19 +269,18 @@ class Authorizer:
         route, permission = found.route, found.route.permission
         assert permission is not None  # noqa: S101 - checked by the caller
 
-        scope = permission.scope_for(method)
-        resource = permission.resource_for(found.params)
-        asked = f"{resource}#{scope}" if scope is not None else None
+        query = permission.query_for(method, found.params, path)
+        asked = query.pair if query is not None else None
 
         def refuse(reason: Reason) -> tuple[Decision, str | None]:
             return _caller_denial(denials, reason, route, identity, roles, permission=asked), asked
 
-        if scope is None or self._permissions is None:
+        if query is None or self._permissions is None:
             # A method the route's scopes do not name is refused without asking anyone.
             return refuse(Reason.PERMISSION_DENIED)
         try:
             answer = await self._permissions.decide(
-                token, identity, resource, scope, timeout_s, route.provider
+                token, identity, query, timeout_s, route.provider
             )
         except ProviderRejectedClient:
             return refuse(Reason.PROVIDER_REJECTED_CLIENT)

@@ -1,21 +1,19 @@
-"""Keycloak Authorization Services: one UMA-grant decision per token, resource and scope,
-asked with our own client's credentials for the user's token (`subject_token`), cached.
+"""Keycloak Authorization Services as a PermissionSource: UMA-grant answers for a token,
+cached per (token, `resource#scope`) in decision mode or per token in permissions mode, in
+process and (when configured) in Redis, asked once however many Checks wait for them, behind a
+circuit breaker, and served stale for a while when Keycloak cannot answer.
 
-Facts this follows (verified on Keycloak 26.7.3): in `response_mode=decision`, several
-permissions (or a resource without a scope) answer true if *any* is granted, so exactly one
-`resource#scope` goes in each call; without `subject_token`, Keycloak would judge our own
-service account; a bad, expired or logged-out user token is a 400 (`invalid_grant` or
-`unauthorized_client`), a 401 means our own credentials failed, a denial is 403
-`access_denied`, and an unknown resource, scope or audience is a 400 of its own.
+The HTTP side, and the Keycloak facts it follows, are in `uma_grant`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,24 +22,40 @@ from extauthz_server.cache.lru import MemoryCache
 from extauthz_server.cache.redis_cache import RedisCache
 from extauthz_server.cache.single_flight import SingleFlight
 from extauthz_server.core.identity import Identity
-from extauthz_server.core.permissions import PermissionAnswer, PermissionSource
-from extauthz_server.core.strict_json import loads_strict, oauth_error_code
+from extauthz_server.core.permissions import (
+    GrantedPermissions,
+    PermissionAnswer,
+    PermissionQuery,
+    PermissionSource,
+)
+from extauthz_server.core.strict_json import oauth_error_code
 from extauthz_server.core.tokens import token_digest
-from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
+from extauthz_server.errors import ProviderError, ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
-from extauthz_server.identity.provider_http import failure_reason, shown_url, status_reason
+from extauthz_server.identity.introspection import ClientCredentials
 from extauthz_server.metadata.circuit_breaker import BreakerSettings, CircuitBreaker
+from extauthz_server.metadata.uma_grant import (
+    UmaGrant,
+    Verdict,
+    decision_of,
+    decode_verdict,
+    encode_verdict,
+    permissions_of,
+)
 
 log = logging.getLogger(__name__)
 
-UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
-MAX_ANSWER_BYTES = 16 * 1024
-# Keycloak's 400s for a user token it will not evaluate: invalid_grant when the token itself
-# authenticates the request, unauthorized_client ("Invalid identity") for subject_token.
-_TOKEN_INVALID_ERRORS = frozenset({"invalid_grant", "unauthorized_client"})
+# In the cache keys, permissions mode's one verdict per token (a pair always holds a '#').
+_ALL_PERMISSIONS = "permissions"
 
-DecisionKey = tuple[bytes, str, str]
+DecisionKey = tuple[bytes, str]
+
+
+class PermissionMode(enum.Enum):
+    # One call per token, resource and scope.
+    DECISION = "decision"
+    # One call per token listing everything granted; each pair is looked up locally.
+    PERMISSIONS = "permissions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +64,7 @@ class AuthorizationServicesSettings:
 
     # The resource server's client id (never taken from the request).
     audience: str
+    mode: PermissionMode = PermissionMode.DECISION
     timeout_s: float = 0.15
     circuit_breaker: BreakerSettings = field(
         default_factory=lambda: BreakerSettings(failure_threshold=5, open_s=5.0)
@@ -61,33 +76,26 @@ class DecisionCachePolicy:
     ttl_s: float
     denied_ttl_s: float
     max_entries: int
+    # How long past its freshness a verdict may stand in while Keycloak cannot answer.
+    stale_if_error_s: float = 0.0
 
 
-def answer_of(status: int, body: bytes) -> PermissionAnswer:
-    """Keycloak's answer from a UMA decision response; ProviderError when it gave none."""
-    if status == 200:
-        try:
-            document = loads_strict(body)
-        except ValueError:
-            document = None
-        if isinstance(document, dict) and document.get("result") is True:
-            return PermissionAnswer.GRANTED
-        raise ProviderUnavailable("UMA decision answered 200 without result: true")
-    error = oauth_error_code(body)
-    if status == 403 and error == "access_denied":
-        return PermissionAnswer.DENIED
-    if status == 400 and error in _TOKEN_INVALID_ERRORS:
-        return PermissionAnswer.TOKEN_INVALID
-    if status == 400:
-        return PermissionAnswer.MISCONFIGURED
-    if status == 401:
-        raise ProviderRejectedClient(f"UMA decision {status_reason(status)}")
-    raise ProviderUnavailable(f"UMA decision {status_reason(status)}")
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    verdict: Verdict
+    # Monotonic time after which Keycloak is asked again (and this serves only if it fails).
+    fresh_until: float
+
+
+def _answer(verdict: Verdict, query: PermissionQuery) -> PermissionAnswer:
+    if isinstance(verdict, GrantedPermissions):
+        return verdict.answer_for(query)
+    return verdict
 
 
 class UmaDecisions:
-    """A PermissionSource for one provider: Keycloak asked once per (token, resource, scope)
-    and the answer kept (grants up to the identity's expiry, denials shorter)."""
+    """A PermissionSource for one provider: Keycloak asked once per verdict and the verdict
+    kept (grants up to the identity's expiry, denials shorter)."""
 
     def __init__(
         self,
@@ -101,19 +109,20 @@ class UmaDecisions:
         shared: RedisCache | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._session = session
+        self._grant = UmaGrant(session, credentials, settings.audience)
         self._endpoints = endpoints
-        self._credentials = credentials
         self._settings = settings
         self._policy = cache
         self._wall_clock = wall_clock
+        self._monotonic = monotonic
         self._shared = shared
         self._breaker = CircuitBreaker(settings.circuit_breaker, monotonic)
-        self._answers: MemoryCache[DecisionKey, PermissionAnswer] = MemoryCache(cache.max_entries)
-        self._flight: SingleFlight[DecisionKey, PermissionAnswer] = SingleFlight()
+        self._kept: MemoryCache[DecisionKey, _Kept] = MemoryCache(cache.max_entries, monotonic)
+        self._flight: SingleFlight[DecisionKey, Verdict] = SingleFlight()
         self.calls = 0
         self.cache_hits = 0
         self.shared_hits = 0
+        self.stale_served = 0
         # Keycloak's answers by outcome (PermissionAnswer values, and "failed").
         self.outcomes: Counter[str] = Counter()
 
@@ -121,62 +130,120 @@ class UmaDecisions:
         self,
         token: str,
         identity: Identity,
-        resource: str,
-        scope: str,
+        query: PermissionQuery,
         timeout_s: float,
         provider: str | None = None,
     ) -> PermissionAnswer:
-        key = (token_digest(token), resource, scope)
-        cached = self._answers.get(key)
-        if cached is not None:
+        if self._settings.mode is PermissionMode.PERMISSIONS:
+            subject = _ALL_PERMISSIONS
+
+            def ask(budget: float) -> Awaitable[Verdict]:
+                return self._ask(budget, lambda endpoint: self._permissions(endpoint, token))
+
+        else:
+            subject = f"uri:{query.pair}" if query.by_uri else f"name:{query.pair}"
+
+            def ask(budget: float) -> Awaitable[Verdict]:
+                return self._ask(budget, lambda endpoint: self._decision(endpoint, token, query))
+
+        verdict = await self._verdict((token_digest(token), subject), identity, ask, timeout_s)
+        return _answer(verdict, query)
+
+    async def _verdict(
+        self,
+        key: DecisionKey,
+        identity: Identity,
+        ask: Callable[[float], Awaitable[Verdict]],
+        timeout_s: float,
+    ) -> Verdict:
+        kept = self._kept.get(key)
+        if kept is not None and kept.fresh_until > self._monotonic():
             self.cache_hits += 1
-            return cached
-        shared = await self._shared_answer(key)
+            return kept.verdict
+        shared = await self._shared_verdict(key)
         if shared is not None:
             self.shared_hits += 1
-            self._answers.put(key, shared, self._ttl(shared, identity))
+            self._keep(key, shared, identity)
             return shared
         budget = max(0.0, min(self._settings.timeout_s, timeout_s))
-        answer, joined = await self._flight.run(
-            key,
-            lambda: self._ask(token, resource, scope, budget),
-            time.monotonic() + budget,
-            lambda: ProviderUnavailable("timed out waiting for a UMA decision"),
-        )
-        ttl = self._ttl(answer, identity)
-        self._answers.put(key, answer, ttl)
+        try:
+            verdict, joined = await self._flight.run(
+                key,
+                lambda: ask(budget),
+                time.monotonic() + budget,
+                lambda: ProviderUnavailable("timed out waiting for a UMA answer"),
+            )
+        except ProviderUnavailable:
+            if kept is None:
+                raise
+            self.stale_served += 1
+            return kept.verdict
+        ttl = self._keep(key, verdict, identity)
         if self._shared is not None and not joined:
-            self._shared.put_decision_later(key[0], f"{resource}#{scope}", answer.value, ttl)
-        return answer
+            self._shared.put_decision_later(
+                key[0], self._shared_subject(key), encode_verdict(verdict), ttl
+            )
+        return verdict
 
-    async def _shared_answer(self, key: DecisionKey) -> PermissionAnswer | None:
+    def _keep(self, key: DecisionKey, verdict: Verdict, identity: Identity) -> float:
+        """Keeps the verdict in L1; returns how long it is fresh."""
+        granted = isinstance(verdict, GrantedPermissions) and bool(verdict.scopes_by_resource)
+        fresh = (
+            self._policy.ttl_s
+            if granted or verdict is PermissionAnswer.GRANTED
+            else self._policy.denied_ttl_s
+        )
+        kept_for = fresh + self._policy.stale_if_error_s
+        if identity.expires_at is not None:
+            # Never past the token's expiry, not even stale.
+            left = identity.expires_at - self._wall_clock()
+            fresh, kept_for = min(fresh, left), min(kept_for, left)
+        self._kept.put(key, _Kept(verdict, self._monotonic() + fresh), kept_for)
+        return fresh
+
+    def _shared_subject(self, key: DecisionKey) -> str:
+        return f"{self._settings.audience} {key[1]}"
+
+    async def _shared_verdict(self, key: DecisionKey) -> Verdict | None:
         if self._shared is None:
             return None
-        digest, resource, scope = key
-        value = await self._shared.get_decision(digest, f"{resource}#{scope}")
-        try:
-            return PermissionAnswer(value) if value is not None else None
-        except ValueError:
-            return None
+        text = await self._shared.get_decision(key[0], self._shared_subject(key))
+        return decode_verdict(text) if text is not None else None
 
-    def _ttl(self, answer: PermissionAnswer, identity: Identity) -> float:
-        ttl = (
-            self._policy.ttl_s if answer is PermissionAnswer.GRANTED else self._policy.denied_ttl_s
-        )
-        if identity.expires_at is not None:
-            ttl = min(ttl, identity.expires_at - self._wall_clock())
-        return ttl
+    async def _decision(self, endpoint: str, token: str, query: PermissionQuery) -> Verdict:
+        status, body = await self._grant.decision(endpoint, token, query)
+        answer = decision_of(status, body)
+        if answer is PermissionAnswer.MISCONFIGURED:
+            log.error(
+                "Keycloak does not know %s%s for audience %s (error %r): check the route's "
+                "permission and provider.authorization_services.audience",
+                "the URI " if query.by_uri else "",
+                query.pair,
+                self._settings.audience,
+                oauth_error_code(body),
+            )
+        return answer
 
-    async def _ask(self, token: str, resource: str, scope: str, budget: float) -> PermissionAnswer:
+    async def _permissions(self, endpoint: str, token: str) -> Verdict:
+        status, body = await self._grant.permissions(endpoint, token)
+        verdict = permissions_of(status, body)
+        if verdict is PermissionAnswer.MISCONFIGURED:
+            log.error(
+                "Keycloak refused to list permissions for audience %s (error %r): check "
+                "provider.authorization_services.audience",
+                self._settings.audience,
+                oauth_error_code(body),
+            )
+        return verdict
+
+    async def _ask(self, budget: float, call: Callable[[str], Awaitable[Verdict]]) -> Verdict:
         if not self._breaker.allow():
             self.outcomes["short_circuited"] += 1
-            raise ProviderUnavailable("UMA decisions: circuit open after repeated failures")
+            raise ProviderUnavailable("UMA grant: circuit open after repeated failures")
         self.calls += 1
         try:
             async with asyncio.timeout(budget):
-                endpoint = await self._endpoints.token_endpoint(budget)
-                status, body = await self._post(endpoint, token, resource, scope)
-            answer = answer_of(status, body)
+                verdict = await call(await self._endpoints.token_endpoint(budget))
         except TimeoutError as exc:
             self.outcomes["failed"] += 1
             if budget < self._settings.timeout_s:
@@ -184,7 +251,7 @@ class UmaDecisions:
                 self._breaker.abandoned()
             else:
                 self._failed()
-            raise ProviderUnavailable(f"UMA decision timed out after {budget:.3f}s") from exc
+            raise ProviderUnavailable(f"UMA grant timed out after {budget:.3f}s") from exc
         except ProviderError:
             self.outcomes["failed"] += 1
             self._failed()
@@ -194,50 +261,23 @@ class UmaDecisions:
             raise
         # Any answer, a denial included, shows that Keycloak decides.
         self._breaker.succeeded()
-        self.outcomes[answer.value] += 1
-        if answer is PermissionAnswer.MISCONFIGURED:
-            log.error(
-                "Keycloak does not know %s#%s for audience %s (error %r): check the route's "
-                "permission and provider.authorization_services.audience",
-                resource,
-                scope,
-                self._settings.audience,
-                oauth_error_code(body),
-            )
-        return answer
+        self.outcomes[_outcome(verdict)] += 1
+        return verdict
 
     def _failed(self) -> None:
         if self._breaker.failed():
             log.warning(
-                "UMA decisions: circuit open; for %.1fs, checks that need one fail at once",
+                "UMA grant: circuit open; for %.1fs, checks that need Keycloak's answer fail "
+                "at once",
                 self._settings.circuit_breaker.open_s,
             )
 
-    async def _post(
-        self, endpoint: str, token: str, resource: str, scope: str
-    ) -> tuple[int, bytes]:
-        form = {
-            "grant_type": UMA_GRANT,
-            "audience": self._settings.audience,
-            "permission": f"{resource}#{scope}",
-            "response_mode": "decision",
-            # Never without it: Keycloak would judge our own service account instead.
-            "subject_token": token,
-        }
-        headers = {"Accept": "application/json"}
-        credentials = self._credentials
-        if credentials.method is ClientAuthMethod.CLIENT_SECRET_BASIC:
-            headers["Authorization"] = credentials.basic_authorization()
-        else:
-            form["client_id"] = credentials.client_id
-            form["client_secret"] = credentials.client_secret.reveal()
-        try:
-            async with self._session.post(endpoint, data=form, headers=headers) as response:
-                return response.status, await response.content.read(MAX_ANSWER_BYTES)
-        except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(
-                f"UMA decision at {shown_url(endpoint)}: {failure_reason(exc)}"
-            ) from exc
+
+def _outcome(verdict: Verdict) -> str:
+    if isinstance(verdict, GrantedPermissions):
+        granted = bool(verdict.scopes_by_resource)
+        verdict = PermissionAnswer.GRANTED if granted else PermissionAnswer.DENIED
+    return str(verdict.value)
 
 
 class PermissionRouter:
@@ -254,10 +294,9 @@ class PermissionRouter:
         self,
         token: str,
         identity: Identity,
-        resource: str,
-        scope: str,
+        query: PermissionQuery,
         timeout_s: float,
         provider: str | None = None,
     ) -> PermissionAnswer:
         source = self._by_provider.get(provider, self._default) if provider else self._default
-        return await source.decide(token, identity, resource, scope, timeout_s, provider)
+        return await source.decide(token, identity, query, timeout_s, provider)

@@ -158,8 +158,9 @@ class _Collector(Collector):
         yield permissions
         keycloak = CounterMetricFamily(
             "extauthz_keycloak_permission_checks",
-            "Keycloak Authorization Services decisions: answered from the cache, or by a call "
-            "(granted, denied, token_invalid, misconfigured, failed).",
+            "Keycloak Authorization Services answers: from the cache (cache_hit, shared_hit), "
+            "served stale while Keycloak failed (stale_served), or by a call (granted, denied, "
+            "token_invalid, misconfigured, failed, short_circuited).",
             labels=["outcome"],
         )
         for outcome, count in sorted(cache.keycloak_permission_checks.items()):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,19 +23,20 @@ from aiohttp import web
 from extauthz_server.cache.redis_cache import RedisCache, connect
 from extauthz_server.config.model import parse_config
 from extauthz_server.core.identity import Identity
-from extauthz_server.core.permissions import PermissionAnswer
+from extauthz_server.core.permissions import PermissionAnswer, PermissionQuery
 from extauthz_server.core.secret import Secret
 from extauthz_server.core.tokens import token_digest
 from extauthz_server.errors import ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import ClientAuthMethod, ClientCredentials
 from extauthz_server.metadata.authorization_services import (
-    UMA_GRANT,
     AuthorizationServicesSettings,
     DecisionCachePolicy,
+    PermissionMode,
     UmaDecisions,
 )
 from extauthz_server.metadata.circuit_breaker import BreakerSettings
+from extauthz_server.metadata.uma_grant import UMA_GRANT
 from tests.integration.conftest import Launch
 from tests.support.check_requests import call_check, check_request
 from tests.support.keycloak import (
@@ -47,6 +50,9 @@ from tests.support.net import serve_on_loopback
 from tests.support.redis_server import RedisServer
 
 GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED = 0, 7, 16
+EUROPE_READ = PermissionQuery("region-europe", "read")
+EUROPE_WRITE = PermissionQuery("region-europe", "write")
+ASIA_READ = PermissionQuery("region-asia", "read")
 BOB = Identity("u-bob", "bob", None, "web-app", frozenset(), frozenset(), None)
 
 
@@ -72,15 +78,30 @@ class UmaStandIn:
             }
         )
 
-    async def token(self, request: web.Request) -> web.Response:
+    async def token(self, request: web.Request) -> web.StreamResponse:
         self.forms.append(parse_qs(await request.text()))
         self.authorizations.append(request.headers.get("Authorization"))
         if self.failing:
             return web.Response(status=500)
         await asyncio.sleep(0.05)  # long enough for concurrent askers to meet in flight
+        if self.forms[-1].get("response_mode") == ["permissions"]:
+            return await self.permissions(request)
         if self.forms[-1].get("permission") == ["region-europe#read"]:
             return web.json_response({"result": True})
         return web.json_response({"error": "access_denied"}, status=403)
+
+    async def permissions(self, request: web.Request) -> web.StreamResponse:
+        """region-europe#read and one hundred more resources, sent in two chunks."""
+        granted = [{"scopes": ["read"], "rsid": "id-eu", "rsname": "region-europe"}]
+        granted += [{"scopes": ["read"], "rsid": f"id-{n}", "rsname": f"r-{n}"} for n in range(100)]
+        body = json.dumps(granted).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        await asyncio.sleep(0.05)
+        await response.write(body[len(body) // 2 :])
+        await response.write_eof()
+        return response
 
 
 @pytest.fixture
@@ -94,13 +115,30 @@ async def uma() -> AsyncIterator[UmaStandIn]:
     await runner.cleanup()
 
 
-def decisions(session: aiohttp.ClientSession, uma: UmaStandIn) -> UmaDecisions:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def decisions(
+    session: aiohttp.ClientSession,
+    uma: UmaStandIn,
+    mode: PermissionMode = PermissionMode.DECISION,
+    stale_if_error_s: float = 0.0,
+    monotonic: Clock | None = None,
+) -> UmaDecisions:
     return UmaDecisions(
         session,
         EndpointSource(session, uma.issuer, None, None),
         ClientCredentials("ext-authz", Secret("s3cret"), ClientAuthMethod.CLIENT_SECRET_BASIC),
-        AuthorizationServicesSettings(audience="forms-api", timeout_s=2.0),
-        DecisionCachePolicy(ttl_s=60, denied_ttl_s=10, max_entries=100),
+        AuthorizationServicesSettings(audience="forms-api", mode=mode, timeout_s=2.0),
+        DecisionCachePolicy(
+            ttl_s=60, denied_ttl_s=10, max_entries=100, stale_if_error_s=stale_if_error_s
+        ),
+        monotonic=monotonic or time.monotonic,
     )
 
 
@@ -109,7 +147,7 @@ async def test_each_call_asks_one_pair_for_the_users_token_with_our_credentials(
 ) -> None:
     source = decisions(session, uma)
 
-    answer = await source.decide("user-token", BOB, "region-europe", "read", 2.0)
+    answer = await source.decide("user-token", BOB, EUROPE_READ, 2.0)
 
     assert answer is PermissionAnswer.GRANTED
     [form] = uma.forms
@@ -129,24 +167,14 @@ async def test_one_token_resource_and_scope_costs_one_call_however_many_ask(
 ) -> None:
     source = decisions(session, uma)
 
-    together = await asyncio.gather(
-        *(source.decide("t", BOB, "region-europe", "read", 2.0) for _ in range(10))
-    )
-    later = [await source.decide("t", BOB, "region-europe", "read", 2.0) for _ in range(90)]
-    other_scope = await source.decide("t", BOB, "region-europe", "write", 2.0)
+    together = await asyncio.gather(*(source.decide("t", BOB, EUROPE_READ, 2.0) for _ in range(10)))
+    later = [await source.decide("t", BOB, EUROPE_READ, 2.0) for _ in range(90)]
+    other_scope = await source.decide("t", BOB, EUROPE_WRITE, 2.0)
 
     assert set(together + later) == {PermissionAnswer.GRANTED}
     assert other_scope is PermissionAnswer.DENIED
     assert len(uma.forms) == 2
     assert (source.calls, source.cache_hits) == (2, 90)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_after_repeated_failures_checks_fail_at_once_until_one_call_probes(
@@ -157,7 +185,9 @@ async def test_after_repeated_failures_checks_fail_at_once_until_one_call_probes
         session,
         EndpointSource(session, uma.issuer, None, None),
         ClientCredentials("ext-authz", Secret("s3cret"), ClientAuthMethod.CLIENT_SECRET_BASIC),
-        AuthorizationServicesSettings("forms-api", 2.0, BreakerSettings(2, open_s=5.0)),
+        AuthorizationServicesSettings(
+            "forms-api", timeout_s=2.0, circuit_breaker=BreakerSettings(2, open_s=5.0)
+        ),
         DecisionCachePolicy(ttl_s=60, denied_ttl_s=10, max_entries=100),
         monotonic=clock,
     )
@@ -165,17 +195,78 @@ async def test_after_repeated_failures_checks_fail_at_once_until_one_call_probes
 
     for token in ("t1", "t2", "t3", "t4"):
         with pytest.raises(ProviderUnavailable):
-            await source.decide(token, BOB, "region-europe", "read", 2.0)
+            await source.decide(token, BOB, EUROPE_READ, 2.0)
     asked_while_open = len(uma.forms)
     uma.failing = False
     clock.now += 5.1
-    probe = await source.decide("t5", BOB, "region-europe", "read", 2.0)
-    after = await source.decide("t6", BOB, "region-europe", "read", 2.0)
+    probe = await source.decide("t5", BOB, EUROPE_READ, 2.0)
+    after = await source.decide("t6", BOB, EUROPE_READ, 2.0)
 
     assert asked_while_open == 2  # two failures opened it; two checks failed at once
     assert (probe, after) == (PermissionAnswer.GRANTED, PermissionAnswer.GRANTED)
     assert source.outcomes["short_circuited"] == 2
     assert len(uma.forms) == 4
+
+
+async def test_by_uri_asks_keycloak_to_match_the_path_against_resource_uris(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    source = decisions(session, uma)
+
+    await source.decide("t", BOB, PermissionQuery("/api/regions/europe/x", "read", True), 2.0)
+
+    [form] = uma.forms
+    assert form["permission"] == ["/api/regions/europe/x#read"]
+    assert form["permission_resource_format"] == ["uri"]
+    assert form["permission_resource_matching_uri"] == ["true"]
+    assert form["subject_token"] == ["t"]
+
+
+async def test_permissions_mode_asks_once_per_token_and_reads_an_answer_sent_in_chunks(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    source = decisions(session, uma, PermissionMode.PERMISSIONS)
+
+    answers = [
+        await source.decide("t", BOB, PermissionQuery(resource, scope), 2.0)
+        for resource, scope in [
+            ("region-europe", "read"),
+            ("region-europe", "write"),
+            ("region-asia", "read"),
+            ("r-99", "read"),
+        ]
+    ]
+
+    assert answers == [
+        PermissionAnswer.GRANTED,
+        PermissionAnswer.DENIED,
+        PermissionAnswer.DENIED,
+        PermissionAnswer.GRANTED,
+    ]
+    [form] = uma.forms
+    assert "permission" not in form
+    assert (form["response_mode"], form["subject_token"]) == (["permissions"], ["t"])
+
+
+async def test_a_kept_answer_stands_in_while_keycloak_fails_but_not_past_the_stale_window(
+    session: aiohttp.ClientSession, uma: UmaStandIn
+) -> None:
+    clock = Clock()
+    source = decisions(session, uma, stale_if_error_s=30, monotonic=clock)
+    assert await source.decide("t", BOB, EUROPE_READ, 2.0) is PermissionAnswer.GRANTED
+    uma.failing = True
+
+    clock.now += 60 + 29  # past the answer's 60 s, within 30 s more
+    stale = await source.decide("t", BOB, EUROPE_READ, 2.0)
+    clock.now += 2
+    with pytest.raises(ProviderUnavailable):
+        await source.decide("t", BOB, EUROPE_READ, 2.0)
+    with pytest.raises(ProviderUnavailable):
+        await source.decide("t", BOB, ASIA_READ, 2.0)
+
+    assert stale is PermissionAnswer.GRANTED
+    assert source.stale_served == 1
+    assert len(uma.forms) == 4  # the first answer, then each later check asked again
 
 
 def shared_decisions(
@@ -209,11 +300,11 @@ async def test_a_decision_one_replica_learnt_is_read_by_another_from_redis(
     first = shared_decisions(session, uma, first_cache)
     second = shared_decisions(session, uma, second_cache)
 
-    assert await first.decide("t", BOB, "region-europe", "read", 2.0) is PermissionAnswer.GRANTED
-    assert await first.decide("t", BOB, "region-asia", "read", 2.0) is PermissionAnswer.DENIED
+    assert await first.decide("t", BOB, EUROPE_READ, 2.0) is PermissionAnswer.GRANTED
+    assert await first.decide("t", BOB, ASIA_READ, 2.0) is PermissionAnswer.DENIED
     await first_cache.settle()
-    granted = await second.decide("t", BOB, "region-europe", "read", 2.0)
-    denied = await second.decide("t", BOB, "region-asia", "read", 2.0)
+    granted = await second.decide("t", BOB, EUROPE_READ, 2.0)
+    denied = await second.decide("t", BOB, ASIA_READ, 2.0)
 
     assert (granted, denied) == (PermissionAnswer.GRANTED, PermissionAnswer.DENIED)
     assert (first.calls, second.calls, second.shared_hits) == (2, 0, 2)
@@ -223,11 +314,11 @@ async def test_a_decision_written_to_redis_without_the_key_is_not_believed(
     session: aiohttp.ClientSession, uma: UmaStandIn, redis_client: Any
 ) -> None:
     forger = replica_cache(redis_client, key=b"f" * 32)
-    forger.put_decision_later(token_digest("t"), "region-asia#read", "granted", 60)
+    forger.put_decision_later(token_digest("t"), "forms-api name:region-asia#read", "granted", 60)
     await forger.settle()
     replica = shared_decisions(session, uma, replica_cache(redis_client))
 
-    answer = await replica.decide("t", BOB, "region-asia", "read", 2.0)
+    answer = await replica.decide("t", BOB, ASIA_READ, 2.0)
 
     assert answer is PermissionAnswer.DENIED
     assert (replica.calls, replica.shared_hits) == (1, 0)

@@ -12,7 +12,11 @@ from extauthz_server.config.model import Config, authorizer_settings, parse_conf
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Reason
 from extauthz_server.core.identity import Identity, Inactive
-from extauthz_server.core.permissions import PermissionAnswer
+from extauthz_server.core.permissions import (
+    GrantedPermissions,
+    PermissionAnswer,
+    PermissionQuery,
+)
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.errors import (
     ConfigError,
@@ -20,7 +24,12 @@ from extauthz_server.errors import (
     ProviderRejectedClient,
     ProviderUnavailable,
 )
-from extauthz_server.metadata.authorization_services import answer_of
+from extauthz_server.metadata.uma_grant import (
+    decision_of,
+    decode_verdict,
+    encode_verdict,
+    permissions_of,
+)
 
 PROVIDER = """\
 provider:
@@ -57,18 +66,19 @@ class Keycloak:
 
     answers: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     asked: list[tuple[str, str, str | None]] = field(default_factory=list)
+    queries: list[PermissionQuery] = field(default_factory=list)
 
     async def decide(
         self,
         token: str,
         identity: Identity,
-        resource: str,
-        scope: str,
+        query: PermissionQuery,
         timeout_s: float,
         provider: str | None = None,
     ) -> PermissionAnswer:
-        self.asked.append((resource, scope, provider))
-        outcome = self.answers.get((resource, scope), PermissionAnswer.DENIED)
+        self.asked.append((query.resource, query.scope, provider))
+        self.queries.append(query)
+        outcome = self.answers.get((query.resource, query.scope), PermissionAnswer.DENIED)
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
@@ -224,7 +234,7 @@ async def test_every_check_of_a_permission_route_asks_its_source_no_remembered_a
 def test_a_uma_decision_response_is_read_as_keycloak_means_it(
     status: int, body: bytes, expected: PermissionAnswer
 ) -> None:
-    assert answer_of(status, body) is expected
+    assert decision_of(status, body) is expected
 
 
 @pytest.mark.parametrize(
@@ -248,7 +258,7 @@ def test_a_uma_response_that_is_no_answer_is_never_a_grant(
     status: int, body: bytes, error: type[ProviderError]
 ) -> None:
     with pytest.raises(error):
-        answer_of(status, body)
+        decision_of(status, body)
 
 
 def test_the_circuit_breaker_of_keycloak_decisions_is_configured_like_the_permissions_apis() -> (
@@ -302,10 +312,28 @@ def test_the_circuit_breaker_of_keycloak_decisions_is_configured_like_the_permis
             "public",
         ),
         (
-            PROVIDER.replace("{audience: forms-api}", "{audience: forms-api, mode: permissions}"),
+            PROVIDER.replace("{audience: forms-api}", "{audience: forms-api, mode: rpt}"),
             "routes: []\n",
             "provider.authorization_services.mode",
-            "expected decision",
+            "expected decision or permissions",
+        ),
+        (
+            PROVIDER,
+            one_route("permission: {scope: read}"),
+            "routes[0].permission.resource",
+            "or by_uri: true",
+        ),
+        (
+            PROVIDER,
+            one_route("permission: {by_uri: true, resource: x, scope: read}"),
+            "routes[0].permission.resource",
+            "either resource or by_uri",
+        ),
+        (
+            PROVIDER.replace("{audience: forms-api}", "{audience: forms-api, mode: permissions}"),
+            one_route("permission: {by_uri: true, scope: read}"),
+            "routes[0].permission.by_uri",
+            "needs authorization_services.mode: decision",
         ),
         (
             PROVIDER.replace("  client_secret: s3cret\n", "  strategy: jwt\n"),
@@ -320,7 +348,10 @@ def test_the_circuit_breaker_of_keycloak_decisions_is_configured_like_the_permis
         "no-scope",
         "empty-scope",
         "public-route",
-        "permissions-mode",
+        "unknown-mode",
+        "no-resource",
+        "resource-and-by-uri",
+        "by-uri-in-permissions-mode",
         "no-secret",
     ],
 )
@@ -332,3 +363,118 @@ def test_a_bad_permission_is_a_configuration_error_naming_the_key(
 
     assert caught.value.key_path == key
     assert problem in caught.value.problem
+
+
+BY_URI = """\
+routes:
+  - name: regions
+    path_prefix: /api/regions/
+    permission: {by_uri: true, scope: {GET: read, POST: write}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/regions/europe/forms/7?draft=1", "/api/regions/europe/forms/7"),
+        ("/api/regions/./europe//forms/../forms/7", "/api/regions/europe/forms/7"),
+        ("/api/regions/caf%C3%A9/forms", "/api/regions/caf%C3%A9/forms"),
+        ("/api/regions/100%25/x", "/api/regions/100%25/x"),
+    ],
+    ids=["query-dropped", "dot-segments", "non-ascii", "encoded-percent"],
+)
+async def test_by_uri_asks_about_the_normalised_request_path_as_keycloak_reads_a_uri(
+    path: str, resource: str
+) -> None:
+    keycloak = Keycloak()
+    checks = authorizer(keycloak, parse_config(PROVIDER + BY_URI, {}))
+
+    await decide(checks, "POST", path)
+
+    assert keycloak.queries == [PermissionQuery(resource, "write", by_uri=True)]
+
+
+async def test_by_uri_refuses_an_encoded_hash_before_asking() -> None:
+    # Decoded, it would end the resource early and name a scope of the caller's choice.
+    keycloak = Keycloak()
+    checks = authorizer(keycloak, parse_config(PROVIDER + BY_URI, {}))
+
+    assert await decide(checks, "GET", "/api/regions/europe%23write/x") == (
+        400,
+        Reason.BAD_REQUEST,
+    )
+    assert keycloak.queries == []
+
+
+async def test_by_uri_refuses_a_method_without_a_scope_without_asking() -> None:
+    keycloak = Keycloak()
+    checks = authorizer(keycloak, parse_config(PROVIDER + BY_URI, {}))
+
+    assert await decide(checks, "DELETE", "/api/regions/europe/forms/7") == (
+        403,
+        Reason.PERMISSION_DENIED,
+    )
+    assert keycloak.queries == []
+
+
+PERMISSIONS_LIST = (
+    b'[{"scopes":["read","write"],"rsid":"id-eu","rsname":"region-europe"},'
+    b'{"scopes":["read"],"rsid":"id-asia","rsname":"region-asia"}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "scope", "expected"),
+    [
+        ("region-europe", "write", PermissionAnswer.GRANTED),
+        ("region-asia", "read", PermissionAnswer.GRANTED),
+        ("id-asia", "read", PermissionAnswer.GRANTED),
+        ("region-asia", "write", PermissionAnswer.DENIED),
+        ("region-mars", "read", PermissionAnswer.DENIED),
+    ],
+)
+def test_in_permissions_mode_each_pair_is_looked_up_in_what_keycloak_listed(
+    resource: str, scope: str, expected: PermissionAnswer
+) -> None:
+    verdict = permissions_of(200, PERMISSIONS_LIST)
+
+    assert isinstance(verdict, GrantedPermissions)
+    assert verdict.answer_for(PermissionQuery(resource, scope)) is expected
+
+
+def test_in_permissions_mode_access_denied_means_nothing_granted_and_a_bad_token_is_invalid() -> (
+    None
+):
+    nothing = permissions_of(403, b'{"error":"access_denied","error_description":"not_authorized"}')
+    bad_token = permissions_of(400, b'{"error":"unauthorized_client"}')
+
+    assert isinstance(nothing, GrantedPermissions)
+    assert nothing.answer_for(PermissionQuery("region-europe", "read")) is PermissionAnswer.DENIED
+    assert bad_token is PermissionAnswer.TOKEN_INVALID
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"result":true}', b"[1]", b'[{"rsname":"x","scopes":"read"}]', b'[{"rsname":7}]', b"["],
+    ids=["decision-shape", "not-objects", "scopes-not-a-list", "name-not-text", "not-json"],
+)
+def test_a_permissions_answer_of_the_wrong_shape_is_no_answer(body: bytes) -> None:
+    with pytest.raises(ProviderUnavailable):
+        permissions_of(200, body)
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        PermissionAnswer.GRANTED,
+        PermissionAnswer.TOKEN_INVALID,
+        GrantedPermissions({"région-europe": frozenset({"read", "write"})}),
+        GrantedPermissions({}),
+    ],
+    ids=["granted", "token-invalid", "grants", "nothing"],
+)
+def test_a_verdict_shared_through_redis_reads_back_the_same(
+    verdict: PermissionAnswer | GrantedPermissions,
+) -> None:
+    assert decode_verdict(encode_verdict(verdict)) == verdict
+    assert decode_verdict("[1]") is None
