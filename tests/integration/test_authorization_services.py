@@ -11,7 +11,7 @@ import pathlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,19 +37,20 @@ from extauthz_server.metadata.authorization_services import (
 )
 from extauthz_server.metadata.circuit_breaker import BreakerSettings
 from extauthz_server.metadata.uma_grant import UMA_GRANT
-from tests.integration.conftest import Launch
+from tests.integration.conftest import Launch, RunningAuthz
 from tests.support.check_requests import call_check, check_request
 from tests.support.keycloak import (
     AUTHZ_EXT_AUTHZ_SECRET,
     AUTHZ_PASSWORD,
     AUTHZ_REALM,
     EXT_AUTHZ_CLIENT_ID,
+    WEB_APP_CLIENT_ID,
     Keycloak,
 )
-from tests.support.net import serve_on_loopback
+from tests.support.net import TcpForwarder, serve_on_loopback
 from tests.support.redis_server import RedisServer
 
-GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED = 0, 7, 16
+GRPC_OK, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, GRPC_UNAUTHENTICATED = 0, 7, 14, 16
 EUROPE_READ = PermissionQuery("region-europe", "read")
 EUROPE_WRITE = PermissionQuery("region-europe", "write")
 ASIA_READ = PermissionQuery("region-asia", "read")
@@ -336,16 +337,43 @@ routes:
 """
 
 
-def facts_config(keycloak: Keycloak) -> str:
+BY_URI_ROUTES = """\
+routes:
+  - name: regions
+    path_prefix: /api/regions/
+    permission: {by_uri: true, scope: {GET: read, POST: write}}
+"""
+
+
+def facts_config(
+    keycloak: Keycloak, *, issuer: str | None = None, services: str = "", routes: str = ROUTES
+) -> str:
     return f"""\
 server: {{grpc_listen: "127.0.0.1:0", http_listen: "127.0.0.1:0"}}
 provider:
-  issuer: "{keycloak.issuer_of(AUTHZ_REALM)}"
+  issuer: "{issuer or keycloak.issuer_of(AUTHZ_REALM)}"
   client_id: {EXT_AUTHZ_CLIENT_ID}
   client_secret: "{AUTHZ_EXT_AUTHZ_SECRET}"
   timeout_ms: 2000
-  authorization_services: {{audience: forms-api, timeout_ms: 2000}}
-{ROUTES}"""
+  authorization_services: {{audience: forms-api, timeout_ms: 2000{services}}}
+{routes}"""
+
+
+CheckCode = Callable[[str, str, str | None], Awaitable[int]]
+
+
+def check_codes(authz: RunningAuthz) -> CheckCode:
+    async def code(method: str, path: str, token: str | None) -> int:
+        request = check_request(path, token=token, method=method)
+        return (await call_check(authz.channel, request, timeout_s=10.0)).status.code
+
+    return code
+
+
+def keycloak_calls(authz: RunningAuthz) -> int:
+    [provider] = authz.server.providers
+    assert provider.decisions is not None
+    return provider.decisions.calls
 
 
 def token_of(keycloak: Keycloak, username: str) -> str:
@@ -395,6 +423,81 @@ async def test_keycloak_decides_each_region_and_method(keycloak: Keycloak, launc
     # One call per pair: three grants, four denials, the unknown region; the rest cached.
     assert counted["cache_hit"] >= 100
     assert (counted["granted"], counted["denied"], counted["misconfigured"]) == (3, 4, 1)
+
+
+@pytest.mark.keycloak
+async def test_in_permissions_mode_one_call_per_token_answers_every_pair(
+    keycloak: Keycloak, launch: Launch
+) -> None:
+    config = facts_config(keycloak, services=", mode: permissions")
+    authz = await launch(parse_config(config, {}), None)
+    code = check_codes(authz)
+    bob, alice, dave = (token_of(keycloak, name) for name in ("bob", "alice", "dave"))
+
+    assert await code("GET", "/api/regions/europe/forms/1", bob) == GRPC_OK
+    assert await code("POST", "/api/regions/europe/forms/1", bob) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/asia/forms/1", bob) == GRPC_PERMISSION_DENIED
+    assert keycloak_calls(authz) == 1
+    assert await code("POST", "/api/regions/europe/forms/1", alice) == GRPC_OK
+    assert await code("GET", "/api/regions/asia/forms/1", alice) == GRPC_OK
+    assert await code("POST", "/api/regions/asia/forms/1", alice) == GRPC_PERMISSION_DENIED
+    # Keycloak lists nothing for dave (a 403, not []): denied, and asked once too.
+    assert await code("GET", "/api/regions/europe/forms/1", dave) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/asia/forms/1", dave) == GRPC_PERMISSION_DENIED
+    assert keycloak_calls(authz) == 3
+
+
+@pytest.mark.keycloak
+async def test_by_uri_keycloak_matches_the_request_path_against_its_resources(
+    keycloak: Keycloak, launch: Launch
+) -> None:
+    authz = await launch(parse_config(facts_config(keycloak, routes=BY_URI_ROUTES), {}), None)
+    code = check_codes(authz)
+    bob, alice = token_of(keycloak, "bob"), token_of(keycloak, "alice")
+
+    # region-europe declares /api/regions/europe/*, which deeper paths match too.
+    assert await code("GET", "/api/regions/europe/forms/1", bob) == GRPC_OK
+    assert await code("POST", "/api/regions/europe/forms/1", bob) == GRPC_PERMISSION_DENIED
+    assert await code("GET", "/api/regions/asia/forms/1", bob) == GRPC_PERMISSION_DENIED
+    assert await code("POST", "/api/regions/europe/forms/1", alice) == GRPC_OK
+    # A path no resource declares: Keycloak's invalid_resource, denied and never allowed.
+    assert await code("GET", "/api/regions/mars/forms/1", alice) == GRPC_PERMISSION_DENIED
+
+
+@pytest.mark.keycloak
+async def test_with_keycloak_stopped_a_decision_not_kept_is_503_never_an_allow(
+    keycloak: Keycloak, launch: Launch
+) -> None:
+    # Keycloak is shared by the session: what stops is the only way our server reaches it.
+    door = TcpForwarder(keycloak.http_port)
+    await door.start()
+    issuer = f"http://127.0.0.1:{door.port}/realms/{AUTHZ_REALM}"
+    authz = await launch(parse_config(facts_config(keycloak, issuer=issuer), {}), None)
+    code = check_codes(authz)
+    bob, alice = await token_through(issuer, "bob"), await token_through(issuer, "alice")
+    assert await code("GET", "/api/regions/europe/forms/1", bob) == GRPC_OK
+
+    await door.close()
+
+    # Kept: bob's identity and his europe#read decision.
+    assert await code("GET", "/api/regions/europe/forms/2", bob) == GRPC_OK
+    assert await code("POST", "/api/regions/europe/forms/1", bob) == GRPC_UNAVAILABLE
+    assert await code("GET", "/api/regions/europe/forms/1", alice) == GRPC_UNAVAILABLE
+
+
+async def token_through(issuer: str, username: str) -> str:
+    form = {
+        "grant_type": "password",
+        "client_id": WEB_APP_CLIENT_ID,
+        "username": username,
+        "password": AUTHZ_PASSWORD,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{issuer}/protocol/openid-connect/token", data=form) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return str((await response.json())["access_token"])
 
 
 @pytest.mark.keycloak
