@@ -44,6 +44,7 @@ from tests.support.keycloak import (
     AUTHZ_PASSWORD,
     AUTHZ_REALM,
     EXT_AUTHZ_CLIENT_ID,
+    EXT_AUTHZ_SECRET,
     WEB_APP_CLIENT_ID,
     Keycloak,
 )
@@ -498,6 +499,35 @@ async def token_through(issuer: str, username: str) -> str:
     ):
         assert response.status == 200, await response.text()
         return str((await response.json())["access_token"])
+
+
+EXAMPLE_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+
+
+@pytest.mark.keycloak
+async def test_the_example_configuration_lets_the_demo_realm_decide_region_reports(
+    keycloak: Keycloak, launch: Launch
+) -> None:
+    text = (
+        EXAMPLE_CONFIG.read_text()
+        .replace("http://127.0.0.1:8080/realms/demo", keycloak.issuer)
+        .replace("0.0.0.0:9191", "127.0.0.1:0")
+        .replace("0.0.0.0:8181", "127.0.0.1:0")
+        .replace("timeout_ms: 150", "timeout_ms: 2000")
+    )
+    config = parse_config(text, {"EXTAUTHZ_CLIENT_SECRET": EXT_AUTHZ_SECRET})
+    authz = await launch(config, None)
+    code = check_codes(authz)
+    maria, alice, bob = (
+        keycloak.password_grant(name)["access_token"] for name in ("maria", "alice", "bob")
+    )
+
+    # maria is in /regions/europe/managers: Europe's reports to read and write, not Asia's.
+    assert await code("POST", "/api/regions/Europe/reports/q3", maria) == GRPC_OK
+    assert await code("GET", "/api/regions/europe/reports/q3", maria) == GRPC_OK
+    assert await code("GET", "/api/regions/asia/reports/q3", maria) == GRPC_PERMISSION_DENIED
+    assert await code("DELETE", "/api/regions/asia/reports/q3", alice) == GRPC_OK
+    assert await code("GET", "/api/regions/europe/reports/q3", bob) == GRPC_PERMISSION_DENIED
 
 
 @pytest.mark.keycloak
