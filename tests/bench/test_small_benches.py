@@ -1,12 +1,17 @@
 """The small in-process benches run and print their figures: `bench.routes` a row per route
 count (every lookup it times checked to find, or not find, a route), `bench.decision_overhead`
-its two routes with one Keycloak call. No speed is asserted."""
+its two routes with one Keycloak call, `bench.cold_decision` both figures against the real
+Keycloak with every Check asking it. No speed is asserted."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.support.keycloak import Keycloak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,3 +47,21 @@ def test_the_decision_overhead_bench_runs_with_one_keycloak_call() -> None:
     assert result.returncode == 0, result.stderr
     assert "added by the cached decision" in result.stdout
     assert "UMA calls: 1 " in result.stdout
+
+
+@pytest.mark.keycloak
+def test_the_cold_decision_bench_asks_keycloak_for_every_check(keycloak: Keycloak) -> None:
+    command = ["-m", "bench.cold_decision", "--calls", "5", "--rounds", "1"]
+    result = subprocess.run(
+        [sys.executable, *command, "--base-url", keycloak.base_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "added by our decision path" in result.stdout
+    # 30 warm-up Checks and 5 timed ones, none answered from a cache.
+    assert "UMA calls by the Checks: 35" in result.stdout
