@@ -38,7 +38,7 @@ def test_check_config_accepts_the_example_configuration() -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "ok (5 routes)" in result.stdout
+    assert "ok (6 routes)" in result.stdout
 
 
 def test_config_error_exits_2_naming_the_key(tmp_path: Path) -> None:
