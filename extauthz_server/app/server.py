@@ -23,6 +23,7 @@ from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Denials
 from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.edges.http_app import build_http_app
+from extauthz_server.edges.http_authz import HttpAuthzService
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.router import ProviderRouter
 from extauthz_server.metadata.authorization_services import PermissionRouter
@@ -52,9 +53,12 @@ class Server:
         self._reuse_port = reuse_port
         self.grpc_port = 0
         self.http_port = 0
+        # The HTTP authorization listener's port; 0 while it is off.
+        self.http_authz_port = 0
         self._session: aiohttp.ClientSession | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._http_authz: web.ServerRunner | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self.providers: list[ProviderRuntime] = []
@@ -159,12 +163,14 @@ class Server:
             router,
             permissions=PermissionRouter(deciding) if deciding else None,
         )
+        provider_timeout_s = max(p.timeout_s for p in config.providers)
+        auditor = Auditor(config.audit_allow_sample_rate)
         servicer = AuthorizationServicer(
             self.authorizer,
             Denials(provider.realm),
-            max(p.timeout_s for p in config.providers),
+            provider_timeout_s,
             self.metrics,
-            Auditor(config.audit_allow_sample_rate),
+            auditor,
             self._tracing,
         )
         # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
@@ -198,14 +204,37 @@ class Server:
         site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
+        if config.server.http_authz_listen is not None:
+            service = HttpAuthzService(
+                self.authorizer,
+                Denials(provider.realm),
+                provider_timeout_s,
+                self.metrics,
+                auditor,
+            )
+            self.http_authz_port = await self._start_http_authz(
+                service, config.server.http_authz_listen
+            )
         log.info(
             "serving",
             extra={
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
+                "http_authz_port": self.http_authz_port or None,
                 "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
+
+    async def _start_http_authz(self, service: HttpAuthzService, listen: str) -> int:
+        self._http_authz = web.ServerRunner(
+            web.Server(service.handle, access_log=None),
+            shutdown_timeout=self.config.server.grace_period_s,
+        )
+        await self._http_authz.setup()
+        host, port = _split_listen(listen)
+        site = web.TCPSite(self._http_authz, host, port, reuse_port=self._reuse_port or None)
+        await site.start()
+        return int(self._http_authz.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""
@@ -216,8 +245,11 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._grpc is not None:
-            await self._grpc.stop(self.config.server.grace_period_s)
+        # Both edges stop accepting at once and share the grace period.
+        await asyncio.gather(
+            *([self._http_authz.cleanup()] if self._http_authz is not None else []),
+            *([self._grpc.stop(self.config.server.grace_period_s)] if self._grpc else []),
+        )
         if self._http is not None:
             await self._http.cleanup()
         for provider in self.providers:

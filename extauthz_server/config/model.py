@@ -50,6 +50,8 @@ _RESERVED_HEADERS = frozenset({"authorization", "host", "content-length", "trans
 class ServerConfig:
     grpc_listen: str = "0.0.0.0:9191"
     http_listen: str = "0.0.0.0:8181"
+    # The HTTP authorization listener (Envoy http_service, nginx, Traefik, Caddy); None: off.
+    http_authz_listen: str | None = None
     grace_period_s: float = 5.0
     max_concurrent_checks: int = 1000
     workers: int = 1
@@ -248,6 +250,11 @@ def _server(section: Section) -> ServerConfig:
     server = ServerConfig(
         grpc_listen=_listen_address(section, "grpc_listen", defaults.grpc_listen),
         http_listen=_listen_address(section, "http_listen", defaults.http_listen),
+        http_authz_listen=(
+            _listen_address(section, "http_authz_listen", "")
+            if section.raw("http_authz_listen") is not None
+            else None
+        ),
         grace_period_s=section.number("grace_period_s", defaults.grace_period_s, 0, 300),
         max_concurrent_checks=section.integer(
             "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
@@ -259,6 +266,7 @@ def _server(section: Section) -> ServerConfig:
         for name, address in (
             ("grpc_listen", server.grpc_listen),
             ("http_listen", server.http_listen),
+            ("http_authz_listen", server.http_authz_listen or ""),
         ):
             if address.endswith(":0"):
                 raise ConfigError(

@@ -12,11 +12,13 @@ import pytest
 
 from tests.support.authz_process import AuthzProcess
 from tests.support.configs import seed_config_text
-from tests.support.envoy import EnvoyProcess
+from tests.support.envoy import ENVOY_HTTP_YAML, EnvoyProcess
 from tests.support.envoy_fixture import EnvoyFactory
 from tests.support.keycloak import Keycloak
 from tests.support.net import free_port
 
+# Our server also listens for Envoy's HTTP ext_authz (envoy/envoy-http.yaml).
+HTTP_AUTHZ = {"http_authz_listen": "127.0.0.1:0"}
 # Short enough that the logout scenario sees the cache expire within a bounded poll.
 E2E_CACHE_TTL_S = 2
 
@@ -81,7 +83,9 @@ def authz_process(
     keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AuthzProcess]:
     warm_up(keycloak)
-    text = seed_config_text(keycloak.issuer, ttl_seconds=E2E_CACHE_TTL_S, timeout_ms=200)
+    text = seed_config_text(
+        keycloak.issuer, ttl_seconds=E2E_CACHE_TTL_S, timeout_ms=200, server=HTTP_AUTHZ
+    )
     process = AuthzProcess.start(text, tmp_path_factory.mktemp("authz"))
     yield process
     process.stop()
@@ -93,14 +97,35 @@ def envoy(authz_process: AuthzProcess, envoy_factory: EnvoyFactory) -> EnvoyProc
 
 
 @pytest.fixture(scope="session")
+def envoy_over_http(authz_process: AuthzProcess, envoy_factory: EnvoyFactory) -> EnvoyProcess:
+    """The same server asked by Envoy's HTTP ext_authz (envoy/envoy-http.yaml)."""
+    return envoy_factory(authz_process.http_authz_port, source=ENVOY_HTTP_YAML)
+
+
+@pytest.fixture(scope="session")
 def envoy_without_provider(
     envoy_factory: EnvoyFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EnvoyProcess]:
     """Our server configured against a Keycloak address where nothing listens."""
-    dead = f"http://127.0.0.1:{free_port()}/realms/demo"
-    text = seed_config_text(
-        dead, introspection_endpoint=dead + "/protocol/openid-connect/token/introspect"
-    )
-    process = AuthzProcess.start(text, tmp_path_factory.mktemp("authz-dead"))
+    process = _without_provider(tmp_path_factory)
     yield envoy_factory(process.grpc_port)
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def envoy_over_http_without_provider(
+    envoy_factory: EnvoyFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EnvoyProcess]:
+    process = _without_provider(tmp_path_factory)
+    yield envoy_factory(process.http_authz_port, source=ENVOY_HTTP_YAML)
+    process.stop()
+
+
+def _without_provider(tmp_path_factory: pytest.TempPathFactory) -> AuthzProcess:
+    dead = f"http://127.0.0.1:{free_port()}/realms/demo"
+    text = seed_config_text(
+        dead,
+        introspection_endpoint=dead + "/protocol/openid-connect/token/introspect",
+        server=HTTP_AUTHZ,
+    )
+    return AuthzProcess.start(text, tmp_path_factory.mktemp("authz-dead"))

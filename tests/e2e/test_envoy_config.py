@@ -1,4 +1,5 @@
-"""envoy/envoy.yaml and the loopback variant the e2e tests run both pass `--mode validate`."""
+"""envoy/envoy.yaml, envoy/envoy-http.yaml and the loopback variants the e2e tests run pass
+`--mode validate`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.envoy import (
+    ENVOY_HTTP_YAML,
     ENVOY_YAML,
     EXT_AUTHZ_FILTER,
     load_deployment_config,
@@ -19,13 +21,18 @@ from tests.support.envoy import (
 pytestmark = pytest.mark.envoy
 
 
-def test_deployment_config_validates() -> None:
-    result = validate_config(ENVOY_YAML)
+@pytest.mark.parametrize("source", [ENVOY_YAML, ENVOY_HTTP_YAML], ids=["grpc", "http"])
+def test_deployment_config_validates(source: Path) -> None:
+    result = validate_config(source)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_loopback_variant_validates(tmp_path: Path) -> None:
-    config = render_loopback_config(ext_authz_port=9191, upstream_port=8000, timeout_s=1.5)
+@pytest.mark.parametrize("source", [ENVOY_YAML, ENVOY_HTTP_YAML], ids=["grpc", "http"])
+def test_loopback_variant_validates(tmp_path: Path, source: Path) -> None:
+    timeout_s = 1.5 if source == ENVOY_YAML else None
+    config = render_loopback_config(
+        ext_authz_port=9191, upstream_port=8000, timeout_s=timeout_s, source=source
+    )
     result = validate_config(write_config(config, tmp_path / "envoy.json"))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -47,6 +54,20 @@ def test_deployment_config_fails_closed() -> None:
         "timeout": "0.25s",
     }
     assert "with_request_body" not in ext_authz
+
+
+def test_http_deployment_config_fails_closed_and_passes_only_identity_headers_upstream() -> None:
+    ext_authz = _ext_authz(load_deployment_config(ENVOY_HTTP_YAML))
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    service = ext_authz["http_service"]
+    assert service["path_prefix"] == "/envoy"
+    response = service["authorization_response"]
+    assert response["allowed_upstream_headers"] == {"patterns": [{"prefix": "x-auth-"}]}
+    assert {p["exact"] for p in response["allowed_client_headers"]["patterns"]} == {
+        "www-authenticate",
+        "content-type",
+    }
 
 
 def test_loopback_variant_changes_only_addresses_and_timeout() -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -25,6 +26,8 @@ class AuthzProcess:
     log_path: Path
     grpc_port: int
     http_port: int
+    # The HTTP authorization listener's port; 0 when it is off.
+    http_authz_port: int = 0
 
     @classmethod
     def start(
@@ -40,8 +43,14 @@ class AuthzProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-        grpc_port, http_port = _wait_for_serving(process, log_path)
-        return cls(process, log_path, grpc_port, http_port)
+        serving = _wait_for_serving(process, log_path)
+        return cls(
+            process,
+            log_path,
+            int(serving["grpc_port"]),
+            int(serving["http_port"]),
+            int(serving.get("http_authz_port") or 0),
+        )
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -58,8 +67,8 @@ class AuthzProcess:
         return self.process.returncode
 
 
-def _wait_for_serving(process: subprocess.Popen[bytes], log_path: Path) -> tuple[int, int]:
-    """The server logs a `serving` line with its bound ports once both listeners are up."""
+def _wait_for_serving(process: subprocess.Popen[bytes], log_path: Path) -> dict[str, Any]:
+    """The server logs a `serving` line with its bound ports once its listeners are up."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -71,8 +80,8 @@ def _wait_for_serving(process: subprocess.Popen[bytes], log_path: Path) -> tuple
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("message") == "serving":
-                return int(entry["grpc_port"]), int(entry["http_port"])
+            if isinstance(entry, dict) and entry.get("message") == "serving":
+                return entry
         time.sleep(0.05)
     process.kill()
     raise AuthzProcessError(f"extauthz-server did not start:\n{log_path.read_text()[-3000:]}")

@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 ENVOY_YAML = Path(__file__).resolve().parents[2] / "envoy" / "envoy.yaml"
+# The same front proxy asking over HTTP (ext_authz `http_service`).
+ENVOY_HTTP_YAML = ENVOY_YAML.with_name("envoy-http.yaml")
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 LOOPBACK = "127.0.0.1"
 
@@ -167,12 +169,16 @@ def start_envoy(
     workdir: Path,
     timeout_s: float | None = None,
     ready_timeout_s: float = _READY_TIMEOUT_S,
+    source: Path = ENVOY_YAML,
 ) -> EnvoyProcess:
     """Render the loopback config into `workdir`, start Envoy and wait for admin `/ready`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = write_config(
         render_loopback_config(
-            ext_authz_port=ext_authz_port, upstream_port=upstream_port, timeout_s=timeout_s
+            ext_authz_port=ext_authz_port,
+            upstream_port=upstream_port,
+            timeout_s=timeout_s,
+            source=source,
         ),
         workdir / "envoy.json",
     )

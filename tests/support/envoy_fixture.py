@@ -6,17 +6,21 @@ Enable with `pytest_plugins = ["tests.support.envoy_fixture"]` in tests/conftest
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
 from tests.support.echo_upstream import BackgroundEchoUpstream
-from tests.support.envoy import EnvoyProcess, start_envoy
+from tests.support.envoy import ENVOY_YAML, EnvoyProcess, start_envoy
 
 
 class EnvoyFactory(Protocol):
-    def __call__(self, ext_authz_port: int, *, timeout_s: float | None = None) -> EnvoyProcess:
-        """Start Envoy (envoy/envoy.yaml on loopback) routing to the echo upstream."""
+    def __call__(
+        self, ext_authz_port: int, *, timeout_s: float | None = None, source: Path = ENVOY_YAML
+    ) -> EnvoyProcess:
+        """Start Envoy (envoy/envoy.yaml, or `source`, on loopback) routing to the echo
+        upstream."""
         ...
 
 
@@ -37,12 +41,15 @@ def envoy_factory(
     """Each call starts a new Envoy; all of them are stopped at the end of the session."""
     started: list[EnvoyProcess] = []
 
-    def start(ext_authz_port: int, *, timeout_s: float | None = None) -> EnvoyProcess:
+    def start(
+        ext_authz_port: int, *, timeout_s: float | None = None, source: Path = ENVOY_YAML
+    ) -> EnvoyProcess:
         envoy = start_envoy(
             ext_authz_port=ext_authz_port,
             upstream_port=echo_upstream.port,
             workdir=tmp_path_factory.mktemp("envoy"),
             timeout_s=timeout_s,
+            source=source,
         )
         started.append(envoy)
         return envoy

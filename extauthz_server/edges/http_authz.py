@@ -1,0 +1,167 @@
+"""The HTTP edge: the same decision for proxies that ask over plain HTTP/1.1.
+
+- `/envoy/<original path>`: Envoy's ext_authz `http_service` with `path_prefix: /envoy`. The
+  request's method, the path after the prefix (query included) and `Host` are the original's.
+- `/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`. The
+  original method, host and URI come from `X-Forwarded-Method`, `X-Forwarded-Host` and
+  `X-Forwarded-Uri`, or `X-Original-Method` and `X-Original-URI` (the usual nginx set-up).
+
+An allow is 200 carrying the identity headers for the proxy to copy to the upstream (and, for
+Envoy, `x-envoy-auth-headers-to-remove` naming the client copies to drop); a deny is the
+gRPC edge's status, headers and JSON body. The listener trusts what it is sent: only the
+proxy may reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from extauthz_server.cache.resolver import lookup_level
+from extauthz_server.core.authorizer import Authorizer
+from extauthz_server.core.decision import Decision, Denials, Reason
+from extauthz_server.core.request import AuthRequest
+from extauthz_server.ops.logs import Auditor
+from extauthz_server.ops.metrics import CheckMetrics
+
+log = logging.getLogger(__name__)
+
+ENVOY_PREFIX = "/envoy"
+FORWARD_AUTH_PATH = "/forward-auth"
+# Envoy's HTTP mode has no headers_to_remove field: the service names them in this header.
+HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+
+
+class NotAnAuthzPath(Exception):
+    """The request is for neither `/envoy/…` nor `/forward-auth`."""
+
+
+class MissingOriginal(Exception):
+    """A forward-auth request that does not say which request it is about."""
+
+
+def joined_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Lower-cased names, repeated headers joined with commas (as Envoy's gRPC map has them)."""
+    joined: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
+
+
+def to_auth_request(
+    method: str, raw_path: str, headers: CIMultiDictProxy[str], peer: str
+) -> AuthRequest:
+    """The original request the proxy asks about. Raises NotAnAuthzPath, MissingOriginal."""
+    fields = joined_headers(headers)
+    if _under(raw_path, ENVOY_PREFIX):
+        original = raw_path[len(ENVOY_PREFIX) :]
+        if not original.startswith("/"):
+            original = "/" + original
+        return _request(method, fields.get("host", ""), original, fields, peer)
+    if _under(raw_path, FORWARD_AUTH_PATH, allow_subpath=False):
+        original_method = fields.get("x-forwarded-method") or fields.get("x-original-method")
+        uri = fields.get("x-forwarded-uri") or fields.get("x-original-uri")
+        if not original_method or not uri or not uri.startswith("/"):
+            raise MissingOriginal
+        host = fields.get("x-forwarded-host") or fields.get("host", "")
+        return _request(original_method.upper(), host, uri, fields, peer)
+    raise NotAnAuthzPath
+
+
+def _under(raw_path: str, prefix: str, *, allow_subpath: bool = True) -> bool:
+    if not raw_path.startswith(prefix):
+        return False
+    rest = raw_path[len(prefix) :]
+    return rest == "" or rest[0] == "?" or (allow_subpath and rest[0] == "/")
+
+
+def _request(
+    method: str, host: str, path: str, headers: Mapping[str, str], peer: str
+) -> AuthRequest:
+    return AuthRequest(
+        method=method,
+        host=host,
+        path=path,
+        headers=headers,
+        request_id=headers.get("x-request-id", ""),
+        source_address=_client_address(headers, peer),
+    )
+
+
+def _client_address(headers: Mapping[str, str], peer: str) -> str:
+    """The address the proxy saw the client at: the last X-Forwarded-For hop, which the proxy
+    itself appended, or else the proxy's own address."""
+    forwarded = headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    return last or peer
+
+
+def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]]:
+    """The answer's headers: an allow's identity headers, a deny's challenge and type."""
+    if not decision.allowed:
+        return list(decision.response_headers)
+    headers = list(decision.upstream_headers)
+    if envoy and decision.headers_to_remove:
+        headers.append((HEADERS_TO_REMOVE, ", ".join(decision.headers_to_remove)))
+    return headers
+
+
+class HttpAuthzService:
+    """Answers the proxies' HTTP authorization requests with the Authorizer the gRPC edge uses.
+    Served by aiohttp's low-level server: no router, one handler."""
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        denials: Denials,
+        provider_timeout_s: float,
+        metrics: CheckMetrics,
+        auditor: Auditor,
+    ) -> None:
+        self._authorizer = authorizer
+        self._denials = denials
+        self._provider_timeout_s = provider_timeout_s
+        self._metrics = metrics
+        self._auditor = auditor
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        raw_path = request.raw_path
+        envoy = _under(raw_path, ENVOY_PREFIX)
+        try:
+            try:
+                auth_request = to_auth_request(
+                    request.method, raw_path, request.headers, request.remote or ""
+                )
+            except NotAnAuthzPath:
+                return web.json_response(
+                    {"error": "not_found", "error_description": _NOT_FOUND}, status=404
+                )
+            except MissingOriginal:
+                auth_request = AuthRequest(request.method, request.host, raw_path, {})
+                decision = self._denials.deny(Reason.BAD_REQUEST)
+            else:
+                decision = await self._authorizer.check(auth_request, self._provider_timeout_s)
+            elapsed = time.perf_counter() - started
+            self._metrics.record_decision(decision, elapsed)
+            self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Last resort: whatever went wrong, the request is denied, never allowed.
+            log.exception("check failed unexpectedly; denying")
+            decision = self._denials.deny(Reason.INTERNAL_ERROR)
+        return web.Response(
+            status=decision.status,
+            headers=response_headers(decision, envoy=envoy),
+            body=decision.body.encode() if decision.body else None,
+        )
+
+
+_NOT_FOUND = f"ask {ENVOY_PREFIX}/<original path> or {FORWARD_AUTH_PATH}"

@@ -1,0 +1,84 @@
+"""What the HTTP edge reads from a proxy's authorization request: the original method, host,
+path and headers, per proxy convention."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from extauthz_server.edges.http_authz import (
+    MissingOriginal,
+    NotAnAuthzPath,
+    joined_headers,
+    to_auth_request,
+)
+
+
+def headers(*lines: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(lines))
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "original"),
+    [
+        ("/envoy/api/forms?draft=1", "/api/forms?draft=1"),
+        ("/envoy", "/"),
+        ("/envoy?x=1", "/?x=1"),
+        ("/envoy//api", "//api"),
+    ],
+)
+def test_envoy_mode_judges_what_follows_the_prefix(raw_path: str, original: str) -> None:
+    request = to_auth_request("DELETE", raw_path, headers(("Host", "App.Example")), "10.0.0.1")
+
+    assert (request.method, request.host, request.path) == ("DELETE", "App.Example", original)
+
+
+def test_forward_auth_prefers_the_x_forwarded_set_and_upper_cases_the_method() -> None:
+    request = to_auth_request(
+        "GET",
+        "/forward-auth",
+        headers(
+            ("Host", "authz:9192"),
+            ("X-Forwarded-Method", "post"),
+            ("X-Forwarded-Host", "app.example"),
+            ("X-Forwarded-Uri", "/api/forms/1?x=2"),
+            ("X-Original-URI", "/other"),
+        ),
+        "10.0.0.1",
+    )
+
+    assert (request.method, request.host, request.path) == (
+        "POST",
+        "app.example",
+        "/api/forms/1?x=2",
+    )
+
+
+@pytest.mark.parametrize("raw_path", ["/", "/envoyx/a", "/forward-auth/a", "/forward-authx"])
+def test_other_paths_are_not_authorization_requests(raw_path: str) -> None:
+    with pytest.raises(NotAnAuthzPath):
+        to_auth_request("GET", raw_path, headers(), "10.0.0.1")
+
+
+def test_forward_auth_without_the_original_method_is_refused_not_guessed() -> None:
+    with pytest.raises(MissingOriginal):
+        to_auth_request("GET", "/forward-auth", headers(("X-Original-URI", "/admin")), "")
+
+
+def test_the_client_address_is_the_last_hop_the_proxy_appended() -> None:
+    request = to_auth_request(
+        "GET",
+        "/envoy/",
+        headers(("X-Forwarded-For", "203.0.113.7, 198.51.100.2"), ("X-Request-Id", "r-1")),
+        "10.0.0.1",
+    )
+    direct = to_auth_request("GET", "/envoy/", headers(), "10.0.0.1")
+
+    assert (request.source_address, request.request_id) == ("198.51.100.2", "r-1")
+    assert direct.source_address == "10.0.0.1"
+
+
+def test_repeated_headers_are_joined_with_commas_under_lower_case_names() -> None:
+    joined = joined_headers(headers(("Authorization", "Bearer a"), ("authorization", "Bearer b")))
+
+    assert joined == {"authorization": "Bearer a,Bearer b"}
