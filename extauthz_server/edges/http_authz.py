@@ -103,12 +103,20 @@ def _client_address(headers: Mapping[str, str], peer: str) -> str:
 
 
 def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]]:
-    """The answer's headers: an allow's identity headers, a deny's challenge and type."""
+    """The answer's headers: an allow's identity headers, a deny's challenge and type.
+
+    Every identity header is in an allow, so a proxy copying them overwrites the client's
+    copies. Envoy is told which to remove; the forward-auth proxies get them empty (nginx
+    then sends none; Caddy 2.6 would otherwise pass its own unexpanded placeholder on)."""
     if not decision.allowed:
         return list(decision.response_headers)
     headers = list(decision.upstream_headers)
-    if envoy and decision.headers_to_remove:
+    if not decision.headers_to_remove:
+        return headers
+    if envoy:
         headers.append((HEADERS_TO_REMOVE, ", ".join(decision.headers_to_remove)))
+    else:
+        headers.extend((name, "") for name in decision.headers_to_remove)
     return headers
 
 

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytest
 
@@ -42,8 +43,14 @@ class Reply:
         return headers
 
 
+class Proxy(Protocol):
+    """Envoy, nginx or Caddy as the tests run them: something with a URL for a path."""
+
+    def url(self, path: str = "/") -> str: ...
+
+
 def http_get(
-    envoy: EnvoyProcess,
+    envoy: Proxy,
     path: str,
     *,
     token: str | None = None,
@@ -107,7 +114,7 @@ def envoy_without_provider(
     envoy_factory: EnvoyFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EnvoyProcess]:
     """Our server configured against a Keycloak address where nothing listens."""
-    process = _without_provider(tmp_path_factory)
+    process = without_provider(tmp_path_factory)
     yield envoy_factory(process.grpc_port)
     process.stop()
 
@@ -116,12 +123,13 @@ def envoy_without_provider(
 def envoy_over_http_without_provider(
     envoy_factory: EnvoyFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EnvoyProcess]:
-    process = _without_provider(tmp_path_factory)
+    process = without_provider(tmp_path_factory)
     yield envoy_factory(process.http_authz_port, source=ENVOY_HTTP_YAML)
     process.stop()
 
 
-def _without_provider(tmp_path_factory: pytest.TempPathFactory) -> AuthzProcess:
+def without_provider(tmp_path_factory: pytest.TempPathFactory) -> AuthzProcess:
+    """Our server configured against a Keycloak address where nothing listens."""
     dead = f"http://127.0.0.1:{free_port()}/realms/demo"
     text = seed_config_text(
         dead,

@@ -16,6 +16,13 @@ from tests.support.keycloak_standin import KeycloakStandIn, active_document
 
 HTTP_AUTHZ = {"http_authz_listen": "127.0.0.1:0"}
 BOB = {"authorization": "Bearer bob-token"}
+IDENTITY_HEADERS = (
+    "x-auth-subject",
+    "x-auth-username",
+    "x-auth-email",
+    "x-auth-roles",
+    "x-auth-client",
+)
 
 
 @pytest.fixture
@@ -126,6 +133,26 @@ async def test_forward_auth_judges_the_request_the_proxy_names(
     assert refused[0] == 403
     assert by_method[0] == 403  # admin allows no PATCH
     assert "x-envoy-auth-headers-to-remove" not in allowed[1]
+
+
+async def test_forward_auth_sends_every_identity_header_empty_when_it_has_no_value(
+    authz: RunningAuthz, session: aiohttp.ClientSession
+) -> None:
+    # The proxy copies each header from the answer over the client's copy: one left out of
+    # the answer would let the client's through (or, in Caddy 2.6, a placeholder's text).
+    original = {"x-forwarded-method": "GET", "x-forwarded-uri": "/api/forms"}
+    caller = {"authorization": "Bearer bob-without-email"}
+
+    status, headers, _ = await ask(
+        session, base(authz) + "/forward-auth", headers={**original, **caller}
+    )
+    public_status, public, _ = await ask(
+        session, base(authz) + "/forward-auth", headers={**original, "x-forwarded-uri": "/healthz"}
+    )
+
+    assert (status, headers["x-auth-roles"], headers["x-auth-email"]) == (200, "creator", "")
+    assert public_status == 200
+    assert {name: public[name] for name in IDENTITY_HEADERS} == dict.fromkeys(IDENTITY_HEADERS, "")
 
 
 @pytest.mark.parametrize(

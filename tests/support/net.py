@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -136,3 +137,29 @@ class TcpForwarder:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """True once something accepts connections on 127.0.0.1:`port`; False if `process` exits
+    first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; idempotent."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)

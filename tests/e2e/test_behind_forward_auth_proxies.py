@@ -1,0 +1,154 @@
+"""nginx (`auth_request`, deploy/nginx/extauthz.conf) and Caddy (`forward_auth`,
+deploy/caddy/Caddyfile), Debian's packages running the shipped files → our HTTP authorization
+listener → real Keycloak; the upstream echoes what it received. The counterparts of the
+Envoy scenarios, per proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.e2e.conftest import access_token, http_get, without_provider
+from tests.support.authz_process import AuthzProcess
+from tests.support.caddy import start_caddy
+from tests.support.echo_upstream import BackgroundEchoUpstream
+from tests.support.keycloak import Keycloak
+from tests.support.net import free_port
+from tests.support.nginx import start_nginx
+
+pytestmark = [pytest.mark.keycloak, pytest.mark.proxies]
+
+
+class RunningProxy(Protocol):
+    def url(self, path: str = "/") -> str: ...
+
+    def stop(self) -> None: ...
+
+
+StartProxy = Callable[..., RunningProxy]
+STARTERS: dict[str, StartProxy] = {"nginx": start_nginx, "caddy": start_caddy}
+# With our server unreachable nginx's config answers 503; Caddy's forward_auth gives its own
+# 502. Either way nothing reaches the upstream.
+STATUS_WITHOUT_OUR_SERVER = {"nginx": 503, "caddy": 502}
+
+
+@pytest.fixture(scope="module", params=sorted(STARTERS))
+def proxy_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def start(name: str, extauthz_port: int, upstream_port: int, workdir: Path) -> RunningProxy:
+    return STARTERS[name](extauthz_port=extauthz_port, upstream_port=upstream_port, workdir=workdir)
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    proxy_name: str,
+    authz_process: AuthzProcess,
+    echo_upstream: BackgroundEchoUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningProxy]:
+    process = start(
+        proxy_name,
+        authz_process.http_authz_port,
+        echo_upstream.port,
+        tmp_path_factory.mktemp(proxy_name),
+    )
+    yield process
+    process.stop()
+
+
+def test_a_manager_reaches_forms_as_creator(proxy: RunningProxy, keycloak: Keycloak) -> None:
+    reply = http_get(proxy, "/api/forms?draft=1", token=access_token(keycloak, "bob"))
+
+    assert reply.status == 200
+    seen = reply.upstream_headers
+    assert (seen["x-auth-roles"], seen["x-auth-username"]) == ("creator", "bob")
+    assert reply.json()["path"] == "/api/forms?draft=1"
+
+
+def test_a_manager_is_forbidden_from_admin(proxy: RunningProxy, keycloak: Keycloak) -> None:
+    assert http_get(proxy, "/admin/users", token=access_token(keycloak, "bob")).status == 403
+
+
+def test_no_token_gets_401_and_the_challenge_reaches_the_client(proxy: RunningProxy) -> None:
+    reply = http_get(proxy, "/api/forms")
+
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"] == 'Bearer realm="demo"'
+
+
+def test_garbage_token_gets_401_invalid_token(proxy: RunningProxy) -> None:
+    reply = http_get(proxy, "/api/forms", token="not-a-real-token")
+
+    assert reply.status == 401
+    assert 'error="invalid_token"' in reply.headers["www-authenticate"]
+
+
+def test_client_sent_identity_headers_never_reach_the_upstream(
+    proxy: RunningProxy, keycloak: Keycloak
+) -> None:
+    smuggled = {"X-Auth-Roles": "admin", "X-Auth-Subject": "root", "X-Auth-Client": "admin-cli"}
+
+    known = http_get(proxy, "/api/forms", token=access_token(keycloak, "bob"), headers=smuggled)
+    anonymous = http_get(proxy, "/healthz", headers=smuggled)
+
+    raw = known.json()["raw_headers"]
+    assert isinstance(raw, list)
+    assert [v for n, v in raw if n.lower() == "x-auth-roles"] == ["creator"]
+    assert [v for n, v in raw if n.lower() == "x-auth-subject"] != ["root"]
+    assert anonymous.status == 200
+    left = {n: v for n, v in anonymous.upstream_headers.items() if n.startswith("x-auth-")}
+    # No identity on a public route without a token: nothing the client sent, and no value.
+    assert all(value == "" for value in left.values()), left
+
+
+def test_dot_segments_cannot_escape_to_a_public_prefix(
+    proxy: RunningProxy, keycloak: Keycloak
+) -> None:
+    assert http_get(proxy, "/public/../admin/users").status == 401
+    token = access_token(keycloak, "bob")
+    assert http_get(proxy, "/public/%2e%2e/admin/users", token=token).status in (400, 403)
+
+
+def test_a_path_that_cannot_be_read_is_400(proxy: RunningProxy, keycloak: Keycloak) -> None:
+    token = access_token(keycloak, "bob")
+
+    assert http_get(proxy, "/admin%3Fx=/api/forms", token=token).status == 400
+
+
+def test_keycloak_down_gives_503_never_200(
+    proxy_name: str,
+    keycloak: Keycloak,
+    echo_upstream: BackgroundEchoUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    authz = without_provider(tmp_path_factory)
+    process = start(
+        proxy_name, authz.http_authz_port, echo_upstream.port, tmp_path_factory.mktemp("dead")
+    )
+    try:
+        reply = http_get(process, "/api/forms", token=access_token(keycloak, "alice"))
+    finally:
+        process.stop()
+        authz.stop()
+
+    assert reply.status == 503
+
+
+def test_our_server_down_fails_closed_and_nothing_reaches_the_upstream(
+    proxy_name: str, echo_upstream: BackgroundEchoUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    process = start(
+        proxy_name, free_port(), echo_upstream.port, tmp_path_factory.mktemp("no-authz")
+    )
+    try:
+        reply = http_get(process, "/api/forms", token="any")
+    finally:
+        process.stop()
+
+    assert reply.status == STATUS_WITHOUT_OUR_SERVER[proxy_name]
+    assert b"raw_headers" not in reply.body

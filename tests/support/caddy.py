@@ -1,0 +1,105 @@
+"""Run the real Caddy (Debian's package) on deploy/caddy/Caddyfile for end-to-end tests.
+
+Only the three addresses in the file are rewritten: the site, extauthz-server's HTTP
+authorization listener and the app. The file is imported from a small main Caddyfile that
+turns off the admin endpoint and automatic HTTPS and binds to loopback; Caddy's storage
+lives in the test's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.net import free_port, stop_process, wait_until_serving
+
+CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
+LOOPBACK = "127.0.0.1"
+_READY_TIMEOUT_S = 20.0
+_MAIN = """\
+{
+\tadmin off
+\tauto_https off
+\tdefault_bind 127.0.0.1
+}
+import site.caddy
+"""
+
+
+class CaddyNotFound(Exception):
+    pass
+
+
+def find_caddy() -> Path:
+    found = shutil.which("caddy")
+    if found is None:
+        raise CaddyNotFound("no caddy on PATH (apt-get install caddy)")
+    return Path(found)
+
+
+def render(*, listen_port: int, extauthz_port: int, upstream_port: int) -> str:
+    text = CADDYFILE.read_text(encoding="utf-8")
+    for deployed, loopback in (
+        (":8080 {", f"http://:{listen_port} {{"),
+        ("forward_auth 127.0.0.1:9192 {", f"forward_auth {LOOPBACK}:{extauthz_port} {{"),
+        ("reverse_proxy 127.0.0.1:8000", f"reverse_proxy {LOOPBACK}:{upstream_port}"),
+    ):
+        if text.count(deployed) != 1:
+            raise ValueError(f"{CADDYFILE}: expected exactly one {deployed!r}")
+        text = text.replace(deployed, loopback)
+    return text
+
+
+@dataclass(slots=True)
+class CaddyProcess:
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    listen_port: int
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{LOOPBACK}:{self.listen_port}{path}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.workdir / "caddy.log"
+        if not path.exists():
+            return "(no log written)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> CaddyProcess:
+    """Start Caddy on a free loopback port and wait until it accepts connections; a port
+    lost to a race before Caddy binds it is retried on another."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    environ = {
+        **os.environ,
+        "HOME": str(workdir),
+        "XDG_CONFIG_HOME": str(workdir / "config"),
+        "XDG_DATA_HOME": str(workdir / "data"),
+    }
+    problem = ""
+    for _ in range(3):
+        listen_port = free_port()
+        (workdir / "site.caddy").write_text(
+            render(
+                listen_port=listen_port, extauthz_port=extauthz_port, upstream_port=upstream_port
+            ),
+            encoding="utf-8",
+        )
+        (workdir / "Caddyfile").write_text(_MAIN, encoding="utf-8")
+        argv = [str(find_caddy()), "run", "--config", "Caddyfile", "--adapter", "caddyfile"]
+        with (workdir / "caddy.log").open("wb") as log:
+            process = subprocess.Popen(
+                argv, cwd=workdir, env=environ, stdout=log, stderr=subprocess.STDOUT
+            )
+        caddy = CaddyProcess(process, workdir, listen_port)
+        if wait_until_serving(process, listen_port, _READY_TIMEOUT_S):
+            return caddy
+        caddy.stop()
+        problem = caddy.log_tail()
+    raise RuntimeError(f"caddy did not start:\n{problem}")
