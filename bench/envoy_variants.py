@@ -1,10 +1,11 @@
-"""The Envoys of the end-to-end rows, all from envoy/envoy.yaml rendered for loopback: every
-route answers with the same direct_response, with or without the ext_authz filter.
+"""The Envoys of the end-to-end rows, from envoy/envoy.yaml (or envoy-http.yaml, asking over
+HTTP) rendered for loopback: every route answers with the same direct_response, with or
+without the ext_authz filter.
 
 ext_authz is an HTTP filter ahead of the router, and the router is what sends a
 direct_response, so a request to such a route is still checked (the run verifies it with a
 request without a token, which must get our 401). The access log is removed in every
-variant: it is the same work in all three and only adds noise.
+variant: it is the same work in all of them and only adds noise.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.envoy import (
+    ENVOY_HTTP_YAML,
+    ENVOY_YAML,
     EXT_AUTHZ_FILTER,
     EnvoyProcess,
     find_envoy,
@@ -31,10 +34,13 @@ _READY_TIMEOUT_S = 20.0
 _UNUSED_PORT = 9  # the `app` cluster is never reached: every route is a direct_response
 
 
-def render(*, ext_authz_port: int | None) -> dict[str, Any]:
-    """`ext_authz_port=None` is Limit B: the same Envoy without the ext_authz filter."""
+def render(*, ext_authz_port: int | None, over_http: bool = False) -> dict[str, Any]:
+    """`ext_authz_port=None` is Limit B: the same Envoy without the ext_authz filter.
+    `over_http`: the filter asks over HTTP (envoy/envoy-http.yaml) instead of gRPC."""
     config = render_loopback_config(
-        ext_authz_port=ext_authz_port or _UNUSED_PORT, upstream_port=_UNUSED_PORT
+        ext_authz_port=ext_authz_port or _UNUSED_PORT,
+        upstream_port=_UNUSED_PORT,
+        source=ENVOY_HTTP_YAML if over_http else ENVOY_YAML,
     )
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     typed = manager["typed_config"]

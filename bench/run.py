@@ -5,9 +5,12 @@
 gRPC rows (h2load over h2c straight at the Check endpoint, concurrent sequential clients):
   Limit A: the no-op Check server (grpc.aio, one process); ours on an L1 hit; ours on an L2
   hit (Redis); ours cold (every Check introspects at the local provider stand-in).
+HTTP rows (wrk straight at the HTTP authorization listener, `/envoy/<path>`):
+  Limit H: a no-op HTTP server on the same stack (aiohttp's low-level server); ours on an
+  L1 hit.
 End-to-end rows (wrk through a real Envoy whose only route is a direct_response):
-  Limit B: Envoy without ext_authz; Envoy + ext_authz to ours (L1 hit); Envoy + ext_authz
-  to the no-op server.
+  Limit B: Envoy without ext_authz; Envoy + ext_authz to ours (L1 hit), over gRPC and over
+  HTTP; Envoy + ext_authz to the no-op server.
 See bench/README.md for the definitions.
 """
 
@@ -47,10 +50,18 @@ L1_HIT = "ours, L1 hit"
 L1_HIT_UVLOOP = "ours, L1 hit, uvloop"
 L2_HIT = "ours, L2 hit (Redis)"
 COLD = "ours, cold (introspects)"
+LIMIT_H = "H  limit: no-op HTTP authz server"
+HTTP_L1_HIT = "ours over HTTP, L1 hit"
 LIMIT_B = "B  limit: Envoy, no ext_authz"
 ENVOY_OURS = "Envoy + ours (L1 hit)"
+ENVOY_OURS_HTTP = "Envoy + ours over HTTP (L1 hit)"
 ENVOY_NOOP = "Envoy + no-op ext_authz"
-LIMIT_ROWS = {"grpc": LIMIT_A, "grpc-uvloop": LIMIT_A_UVLOOP, "envoy": LIMIT_B}
+LIMIT_ROWS = {
+    "grpc": LIMIT_A,
+    "grpc-uvloop": LIMIT_A_UVLOOP,
+    "http": LIMIT_H,
+    "envoy": LIMIT_B,
+}
 EXPECTED_ROLES = "creator"
 
 CONTENTION_NOTE = (
@@ -137,6 +148,43 @@ def _measure_grpc(
     return result
 
 
+def _median_round_with_ratio(measured: list[Result], limit: list[Result]) -> Result:
+    """The median round of a row, its ratio the median of each round's ratio to its own
+    limit round (measured moments apart): steadier than a ratio of two medians."""
+    chosen = median_round(measured)
+    per_round = [m.rps / lim.rps for m, lim in zip(measured, limit, strict=True) if lim.rps]
+    chosen.ratio = statistics.median(per_round) if per_round else None
+    return chosen
+
+
+def _measure_http(
+    row: str, port: int, settings: Settings, *, pid: int, headers: dict[str, str]
+) -> Result:
+    """wrk straight at an HTTP authorization listener, as Envoy's http_service asks it."""
+    url = f"http://127.0.0.1:{port}/envoy{REQUEST_PATH}"
+    status, _ = envoy_variants.get(url, headers)
+    if status != 200:
+        raise RuntimeError(f"{row}: expected an allow, got {status}")
+    options = {"connections": settings.wrk_connections, "threads": settings.wrk_threads}
+    wrk.run(url, headers, duration_s=settings.warmup_s, **options)
+    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    run = wrk.run(url, headers, duration_s=settings.duration_s, **options)
+    cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+    # wrk counts every answer that is not 2xx/3xx as an error: a deny is one.
+    return Result(
+        section="http",
+        row=row,
+        clients=settings.wrk_connections,
+        requests=run.requests,
+        duration_s=run.duration_s,
+        rps=run.rps,
+        p50_ms=run.p50_ms,
+        p99_ms=run.p99_ms,
+        errors=run.errors,
+        server_cpu=cpu,
+    )
+
+
 def _measure_envoy(
     row: str,
     ext_authz_port: int | None,
@@ -146,8 +194,10 @@ def _measure_envoy(
     pid: int | None,
     headers: dict[str, str],
     deny_check: bool = False,
+    over_http: bool = False,
 ) -> Result:
-    envoy = envoy_variants.start(envoy_variants.render(ext_authz_port=ext_authz_port), workdir)
+    config = envoy_variants.render(ext_authz_port=ext_authz_port, over_http=over_http)
+    envoy = envoy_variants.start(config, workdir)
     try:
         url = envoy.url(REQUEST_PATH)
         status, body = envoy_variants.get(url, headers)
@@ -203,6 +253,7 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
     redis = RedisServer.start(workdir / "redis")
     noop = NoopProcess.start(workdir / "noop")
     noop_uvloop = NoopProcess.start(workdir / "noop-uvloop", event_loop="uvloop")
+    noop_http = NoopProcess.start(workdir / "noop-http", over_http=True)
     servers: list[AuthzProcess] = []
     try:
         l1 = start_server(standin.issuer, workdir / "l1", ttl_seconds=3600)
@@ -272,25 +323,32 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
                     )
             sections = {row: section for section, row, *_ in grpc_rows}
             limits = {section: rounds[LIMIT_ROWS[section]] for section in set(sections.values())}
-            for row, measured in rounds.items():
-                chosen = median_round(measured)
-                # The ratio of each round to its own limit round (measured moments apart),
-                # then the median of those: steadier than a ratio of two medians.
-                per_round = [
-                    m.rps / lim.rps
-                    for m, lim in zip(measured, limits[sections[row]], strict=True)
-                    if lim.rps
-                ]
-                chosen.ratio = statistics.median(per_round) if per_round else None
-                results.append(chosen)
+            results += [
+                _median_round_with_ratio(measured, limits[sections[row]])
+                for row, measured in rounds.items()
+            ]
         headers = {**CLIENT_HEADERS, "authorization": f"Bearer {tokens[0]}"}
         headers.pop("accept-encoding")  # Envoy's direct response is not compressed anyway
-        envoy_rows: list[tuple[str, int | None, int | None]] = [
-            (LIMIT_B, None, None),
-            (ENVOY_OURS, l1.grpc_port, l1.process.pid),
-            (ENVOY_NOOP, noop.grpc_port, noop.process.pid),
+        http_rows = [
+            (LIMIT_H, noop_http.grpc_port, noop_http.process.pid),
+            (HTTP_L1_HIT, l1.http_authz_port, l1.process.pid),
         ]
-        for index, (row, authz_port, authz_pid) in enumerate(envoy_rows):
+        http_rounds: dict[str, list[Result]] = {row: [] for row, *_ in http_rows}
+        for round_index in range(settings.rounds):
+            for row, port, pid in http_rows:
+                progress(f"HTTP  {row}, round {round_index + 1}")
+                http_rounds[row].append(
+                    _measure_http(row, port, settings, pid=pid, headers=headers)
+                )
+        limit_rounds = http_rounds[LIMIT_H]
+        results += [_median_round_with_ratio(m, limit_rounds) for m in http_rounds.values()]
+        envoy_rows: list[tuple[str, int | None, int | None, bool]] = [
+            (LIMIT_B, None, None, False),
+            (ENVOY_OURS, l1.grpc_port, l1.process.pid, False),
+            (ENVOY_OURS_HTTP, l1.http_authz_port, l1.process.pid, True),
+            (ENVOY_NOOP, noop.grpc_port, noop.process.pid, False),
+        ]
+        for index, (row, authz_port, authz_pid, over_http) in enumerate(envoy_rows):
             progress(f"Envoy {row}, {settings.wrk_connections} connections")
             results.append(
                 _measure_envoy(
@@ -300,7 +358,8 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
                     workdir / f"envoy-{index}",
                     pid=authz_pid,
                     headers=headers,
-                    deny_check=row == ENVOY_OURS,
+                    deny_check=row in (ENVOY_OURS, ENVOY_OURS_HTTP),
+                    over_http=over_http,
                 )
             )
         for server in servers:
@@ -311,6 +370,7 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
             server.stop()
         noop.stop()
         noop_uvloop.stop()
+        noop_http.stop()
         redis.stop()
     set_ratios(results, LIMIT_ROWS)
     return results

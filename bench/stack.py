@@ -63,12 +63,13 @@ def start_server(
     cache: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
 ) -> AuthzProcess:
-    """Our server, one worker, audit lines off (one JSON line per Check would dominate)."""
+    """Our server, one worker, audit lines off (one JSON line per Check would dominate),
+    its HTTP authorization listener on."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = seed_config_text(
         issuer,
         ttl_seconds=ttl_seconds,
-        server={"workers": 1, "event_loop": event_loop},
+        server={"workers": 1, "event_loop": event_loop, "http_authz_listen": "127.0.0.1:0"},
         cache=cache,
         logging={"audit": False},
     )
@@ -127,14 +128,18 @@ def spawn_with_port_file(
 @dataclass(slots=True)
 class NoopProcess:
     process: subprocess.Popen[bytes]
+    # The port of its one listener: gRPC Check, or (`over_http`) HTTP authorization.
     grpc_port: int
 
     @classmethod
-    def start(cls, workdir: Path, event_loop: str = "asyncio") -> NoopProcess:
+    def start(
+        cls, workdir: Path, event_loop: str = "asyncio", *, over_http: bool = False
+    ) -> NoopProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         port_file = workdir / "noop.port"
-        argv = ["-m", "bench.noop_server", str(port_file), event_loop]
-        return cls(*spawn_with_port_file(argv, port_file, "the no-op server"))
+        module = "bench.noop_http_server" if over_http else "bench.noop_server"
+        argv = ["-m", module, str(port_file), event_loop]
+        return cls(*spawn_with_port_file(argv, port_file, f"the no-op server ({module})"))
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -15,12 +15,15 @@ from bench.run import (
     COLD,
     ENVOY_NOOP,
     ENVOY_OURS,
+    ENVOY_OURS_HTTP,
+    HTTP_L1_HIT,
     L1_HIT,
     L1_HIT_UVLOOP,
     L2_HIT,
     LIMIT_A,
     LIMIT_A_UVLOOP,
     LIMIT_B,
+    LIMIT_H,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +64,8 @@ def test_every_row_is_measured_and_printed(quick_run: tuple[str, dict[str, objec
     expected = (
         {("grpc", row) for row in (LIMIT_A, L1_HIT, L2_HIT, COLD)}
         | {("grpc-uvloop", row) for row in (LIMIT_A_UVLOOP, L1_HIT_UVLOOP)}
-        | {("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_NOOP)}
+        | {("http", row) for row in (LIMIT_H, HTTP_L1_HIT)}
+        | {("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_OURS_HTTP, ENVOY_NOOP)}
     )
     assert rows == expected
     for _, row in expected:
