@@ -6,8 +6,7 @@ gRPC rows (h2load over h2c straight at the Check endpoint, concurrent sequential
   Limit A: the no-op Check server (grpc.aio, one process); ours on an L1 hit; ours on an L2
   hit (Redis); ours cold (every Check introspects at the local provider stand-in).
 HTTP rows (wrk straight at the HTTP authorization listener, `/envoy/<path>`):
-  Limit H: a no-op HTTP server on the same stack (aiohttp's low-level server); ours on an
-  L1 hit.
+  Limit H: a no-op HTTP server on the same stack (edges/http_server.py); ours on an L1 hit.
 End-to-end rows (wrk through a real Envoy whose only route is a direct_response):
   Limit B: Envoy without ext_authz; Envoy + ext_authz to ours (L1 hit), over gRPC and over
   HTTP; Envoy + ext_authz to the no-op server.

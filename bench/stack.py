@@ -133,12 +133,19 @@ class NoopProcess:
 
     @classmethod
     def start(
-        cls, workdir: Path, event_loop: str = "asyncio", *, over_http: bool = False
+        cls,
+        workdir: Path,
+        event_loop: str = "asyncio",
+        *,
+        over_http: bool = False,
+        http_stack: str = "ours",
     ) -> NoopProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         port_file = workdir / "noop.port"
         module = "bench.noop_http_server" if over_http else "bench.noop_server"
         argv = ["-m", module, str(port_file), event_loop]
+        if over_http:
+            argv.append(http_stack)
         return cls(*spawn_with_port_file(argv, port_file, f"the no-op server ({module})"))
 
     def stop(self) -> None:

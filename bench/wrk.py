@@ -38,11 +38,15 @@ def run(
     duration_s: float,
     connections: int,
     threads: int,
+    cpu: int | None = None,
 ) -> WrkRun:
+    """`cpu`: pin wrk to that CPU (with taskset, where it exists)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise WrkError("no wrk on PATH (Debian package wrk)")
+    pinned = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
     argv = [
+        *pinned,
         wrk,
         f"--threads={threads}",
         f"--connections={connections}",

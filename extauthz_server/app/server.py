@@ -24,6 +24,7 @@ from extauthz_server.core.decision import Denials
 from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.edges.http_app import build_http_app
 from extauthz_server.edges.http_authz import HttpAuthzService
+from extauthz_server.edges.http_server import HttpServer
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.router import ProviderRouter
 from extauthz_server.metadata.authorization_services import PermissionRouter
@@ -58,7 +59,7 @@ class Server:
         self._session: aiohttp.ClientSession | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
-        self._http_authz: web.ServerRunner | None = None
+        self._http_authz: HttpServer | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self.providers: list[ProviderRuntime] = []
@@ -226,15 +227,9 @@ class Server:
         )
 
     async def _start_http_authz(self, service: HttpAuthzService, listen: str) -> int:
-        self._http_authz = web.ServerRunner(
-            web.Server(service.handle, access_log=None),
-            shutdown_timeout=self.config.server.grace_period_s,
-        )
-        await self._http_authz.setup()
+        self._http_authz = HttpServer(service.handle)
         host, port = _split_listen(listen)
-        site = web.TCPSite(self._http_authz, host, port, reuse_port=self._reuse_port or None)
-        await site.start()
-        return int(self._http_authz.addresses[0][1])
+        return await self._http_authz.start(host, port, reuse_port=self._reuse_port)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""
@@ -247,7 +242,11 @@ class Server:
         self._tasks.clear()
         # Both edges stop accepting at once and share the grace period.
         await asyncio.gather(
-            *([self._http_authz.cleanup()] if self._http_authz is not None else []),
+            *(
+                [self._http_authz.stop(self.config.server.grace_period_s)]
+                if self._http_authz is not None
+                else []
+            ),
             *([self._grpc.stop(self.config.server.grace_period_s)] if self._grpc else []),
         )
         if self._http is not None:

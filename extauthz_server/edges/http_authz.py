@@ -15,17 +15,16 @@ proxy may reach it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
-
-from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from extauthz_server.cache.resolver import lookup_level
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Decision, Denials, Reason
 from extauthz_server.core.request import AuthRequest
+from extauthz_server.edges.http_server import HttpAnswer, HttpRequest
 from extauthz_server.ops.logs import Auditor
 from extauthz_server.ops.metrics import CheckMetrics
 
@@ -45,20 +44,12 @@ class MissingOriginal(Exception):
     """A forward-auth request that does not say which request it is about."""
 
 
-def joined_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """Lower-cased names, repeated headers joined with commas (as Envoy's gRPC map has them)."""
-    joined: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        joined[key] = f"{joined[key]},{value}" if key in joined else value
-    return joined
-
-
 def to_auth_request(
-    method: str, raw_path: str, headers: CIMultiDictProxy[str], peer: str
+    method: str, raw_path: str, fields: Mapping[str, str], peer: str
 ) -> AuthRequest:
-    """The original request the proxy asks about. Raises NotAnAuthzPath, MissingOriginal."""
-    fields = joined_headers(headers)
+    """The original request the proxy asks about, from its authorization request (header
+    names lower-cased, repeated ones joined with commas). Raises NotAnAuthzPath,
+    MissingOriginal."""
     if _under(raw_path, ENVOY_PREFIX):
         original = raw_path[len(ENVOY_PREFIX) :]
         if not original.startswith("/"):
@@ -121,8 +112,8 @@ def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]
 
 
 class HttpAuthzService:
-    """Answers the proxies' HTTP authorization requests with the Authorizer the gRPC edge uses.
-    Served by aiohttp's low-level server: no router, one handler."""
+    """Answers the proxies' HTTP authorization requests with the Authorizer the gRPC edge
+    uses; served by `http_server.HttpServer`."""
 
     def __init__(
         self,
@@ -138,21 +129,20 @@ class HttpAuthzService:
         self._metrics = metrics
         self._auditor = auditor
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: HttpRequest) -> HttpAnswer:
         started = time.perf_counter()
-        raw_path = request.raw_path
+        raw_path = request.target
         envoy = _under(raw_path, ENVOY_PREFIX)
         try:
             try:
                 auth_request = to_auth_request(
-                    request.method, raw_path, request.headers, request.remote or ""
+                    request.method, raw_path, request.headers, request.peer
                 )
             except NotAnAuthzPath:
-                return web.json_response(
-                    {"error": "not_found", "error_description": _NOT_FOUND}, status=404
-                )
+                return _NOT_AN_AUTHZ_PATH
             except MissingOriginal:
-                auth_request = AuthRequest(request.method, request.host, raw_path, {})
+                host = request.headers.get("host", "")
+                auth_request = AuthRequest(request.method, host, raw_path, {})
                 decision = self._denials.deny(Reason.BAD_REQUEST)
             else:
                 decision = await self._authorizer.check(auth_request, self._provider_timeout_s)
@@ -165,11 +155,20 @@ class HttpAuthzService:
             # Last resort: whatever went wrong, the request is denied, never allowed.
             log.exception("check failed unexpectedly; denying")
             decision = self._denials.deny(Reason.INTERNAL_ERROR)
-        return web.Response(
-            status=decision.status,
-            headers=response_headers(decision, envoy=envoy),
-            body=decision.body.encode() if decision.body else None,
+        return HttpAnswer(
+            decision.status,
+            tuple(response_headers(decision, envoy=envoy)),
+            decision.body.encode(),
         )
 
 
-_NOT_FOUND = f"ask {ENVOY_PREFIX}/<original path> or {FORWARD_AUTH_PATH}"
+_NOT_AN_AUTHZ_PATH = HttpAnswer(
+    404,
+    (("content-type", "application/json"),),
+    json.dumps(
+        {
+            "error": "not_found",
+            "error_description": f"ask {ENVOY_PREFIX}/<original path> or {FORWARD_AUTH_PATH}",
+        }
+    ).encode(),
+)

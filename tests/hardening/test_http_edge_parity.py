@@ -11,7 +11,6 @@ reach an HTTP server and are left out.
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz_server.core.request import AuthRequest
@@ -44,7 +43,10 @@ def over_http(request: external_auth_pb2.CheckRequest) -> AuthRequest | None:
     # that starts with `/` (any other would reach us as a 404, still no allow).
     if not _carriable(http.path) or " " in http.path or not http.path.startswith("/"):
         return None
-    headers = CIMultiDictProxy(CIMultiDict(lines))
+    headers: dict[str, str] = {}
+    for name, value in lines:  # as the HTTP server joins them
+        key = name.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
     return http_authz.to_auth_request(http.method, "/envoy" + http.path, headers, "192.0.2.1")
 
 

@@ -4,15 +4,20 @@ decisions, headers and bodies as the gRPC edge."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.integration.conftest import RunningAuthz, StartAuthz
+from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import call_check, check_request, denied_headers
+from tests.support.configs import seed_config_text
 from tests.support.keycloak_standin import KeycloakStandIn, active_document
+from tests.support.net import free_port
 
 HTTP_AUTHZ = {"http_authz_listen": "127.0.0.1:0"}
 BOB = {"authorization": "Bearer bob-token"}
@@ -221,3 +226,23 @@ async def test_the_listener_is_off_unless_configured(
     authz = await start_authz()
 
     assert authz.server.http_authz_port == 0
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_the_server_process_answers_over_http_on_either_event_loop(
+    event_loop: str, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/realms/demo"
+    text = seed_config_text(dead, server={**HTTP_AUTHZ, "event_loop": event_loop})
+    process = AuthzProcess.start(text, tmp_path)
+    connection = http.client.HTTPConnection("127.0.0.1", process.http_authz_port, timeout=10)
+    try:
+        connection.request("GET", "/envoy/api/forms")
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+        process.stop()
+
+    assert response.status == 401
+    assert response.getheader("www-authenticate") == 'Bearer realm="demo"'
