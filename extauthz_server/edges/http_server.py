@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -115,8 +116,14 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._peer = ""
         self._pending: deque[tuple[HttpRequest, bool]] = deque()
+        # One task per connection answers its requests in order; it waits on `_ready` while
+        # there are none (cheaper than a task per request).
         self._worker: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._busy = False
+        # One timer per connection, moved lazily: `_deadline` is when it should act.
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = math.inf
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
@@ -204,14 +211,14 @@ class _Connection(asyncio.Protocol):
         )
         self._pending.append((request, bool(self._parser.should_keep_alive())))
         self._begin()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = math.inf
         if len(self._pending) >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
             self._reading_paused = True
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._answer_all())
+        elif self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
@@ -222,8 +229,17 @@ class _Connection(asyncio.Protocol):
     # -- answering ---------------------------------------------------------------------------
 
     async def _answer_all(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while self._pending and not self._closing:
+            while not self._closing:
+                if not self._pending:
+                    self._busy = False
+                    if not self._in_message:
+                        self._arm(IDLE_TIMEOUT_S)
+                    self._ready = loop.create_future()
+                    await self._ready
+                    continue
+                self._busy = True
                 request, keep_alive = self._pending.popleft()
                 if self._reading_paused and self._transport is not None:
                     self._transport.resume_reading()
@@ -243,8 +259,7 @@ class _Connection(asyncio.Protocol):
                     return
         finally:
             self._worker = None
-        if not self._closing and not self._in_message:
-            self._arm(IDLE_TIMEOUT_S)
+            self._busy = False
 
     def _write(self, answer: HttpAnswer, head: bool, keep_alive: bool) -> None:
         assert self._transport is not None  # noqa: S101 - set in connection_made
@@ -261,14 +276,22 @@ class _Connection(asyncio.Protocol):
         self._close()
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._deadline, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._worker is not None:
-            return  # an answer is under way: the handler bounds its own time
+        if self._deadline == math.inf:
+            return  # nothing to wait for
+        loop = asyncio.get_running_loop()
+        if self._busy or loop.time() < self._deadline:
+            # Not yet, or an answer under way (the handler bounds its own time): look again.
+            self._timer = loop.call_at(max(self._deadline, loop.time() + 1.0), self._timed_out)
+            return
         if self._in_message:
             self._refuse(HTTPStatus.REQUEST_TIMEOUT)
         else:
@@ -277,7 +300,7 @@ class _Connection(asyncio.Protocol):
     def close_when_idle(self) -> None:
         """Stopping: close now if idle, else after the answer under way (which says so)."""
         self._draining = True
-        if self._worker is None:
+        if not self._busy:
             self._close()
         else:
             # Requests not yet begun are dropped; the proxy retries them elsewhere.

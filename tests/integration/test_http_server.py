@@ -238,3 +238,21 @@ async def test_stopping_lets_an_answer_under_way_finish_then_closes(
         await connect(port)
     busy.close()
     idle.close()
+
+
+async def test_a_request_left_unfinished_behind_a_busy_answer_still_times_out(
+    served: tuple[HttpServer, Handler, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, handler, port = served
+    monkeypatch.setattr(http_server, "REQUEST_TIMEOUT_S", 0.2)
+    reader, writer = await connect(port)
+    writer.write(get("/slow") + b"GET /never-finished HTTP/1.1\r\nHost: a\r\n")
+    await handler.started.wait()
+    await asyncio.sleep(0.3)  # past the unfinished request's time, while /slow is answered
+
+    handler.release.set()
+
+    assert (await read_answer(reader))[0] == 200
+    assert (await read_answer(reader))[0] == 408
+    assert await closed_by_server(reader)
+    writer.close()
