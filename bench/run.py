@@ -379,16 +379,19 @@ def report(results: list[Result], settings: Settings) -> str:
     lines = [
         CONTENTION_NOTE.format(cpus=os.cpu_count()),
         f"Each row: {settings.duration_s:g} s measured after {settings.warmup_s:g} s warm-up "
-        f"(wrk: 1 s); gRPC rows are N h2load clients of one stream each, end-to-end rows "
-        f"wrk -t{settings.wrk_threads} -c{settings.wrk_connections}.",
-        "x limit: req/s over the limit of the section at the same clients (A, A' or B; "
-        f"gRPC rows: the median of {settings.rounds} per-round ratios, each row showing its "
-        "median round). srv CPU: cores used by the Check server (ours or the no-op) during "
-        "the row.",
+        f"(wrk: 1 s); gRPC rows are N h2load clients of one stream each, HTTP and end-to-end "
+        f"rows wrk -t{settings.wrk_threads} -c{settings.wrk_connections}.",
+        "x limit: req/s over the limit of the section at the same clients (A, A', H or B; "
+        f"gRPC and HTTP rows: the median of {settings.rounds} per-round ratios, each row "
+        "showing its median round). srv CPU: cores used by the Check server (ours or the "
+        "no-op) during the row.",
         "",
         format_table(results),
     ]
     envoy = {r.row: r for r in results if r.section == "envoy"}
+    if ENVOY_OURS in envoy and ENVOY_OURS_HTTP in envoy and envoy[ENVOY_OURS].rps:
+        over_http = envoy[ENVOY_OURS_HTTP].rps / envoy[ENVOY_OURS].rps
+        lines.append(f"Envoy + ours over HTTP: {over_http:.2f} x Envoy + ours over gRPC")
     if ENVOY_OURS in envoy and ENVOY_NOOP in envoy and envoy[ENVOY_NOOP].rps:
         ratio = envoy[ENVOY_OURS].rps / envoy[ENVOY_NOOP].rps
         lines.append(f"\nEnvoy + ours over Envoy + no-op ext_authz: {ratio:.2f} of the req/s")
