@@ -41,7 +41,8 @@ class NotAnAuthzPath(Exception):
 
 
 class MissingOriginal(Exception):
-    """A forward-auth request that does not say which request it is about."""
+    """A forward-auth request that does not say which request it is about, or says two
+    different things."""
 
 
 def to_auth_request(
@@ -56,13 +57,24 @@ def to_auth_request(
             original = "/" + original
         return _request(method, fields.get("host", ""), original, fields, peer)
     if _under(raw_path, FORWARD_AUTH_PATH, allow_subpath=False):
-        original_method = fields.get("x-forwarded-method") or fields.get("x-original-method")
-        uri = fields.get("x-forwarded-uri") or fields.get("x-original-uri")
+        original_method = _one_of(fields, "x-forwarded-method", "x-original-method")
+        uri = _one_of(fields, "x-forwarded-uri", "x-original-uri")
         if not original_method or not uri or not uri.startswith("/"):
             raise MissingOriginal
         host = fields.get("x-forwarded-host") or fields.get("host", "")
         return _request(original_method.upper(), host, uri, fields, peer)
     raise NotAnAuthzPath
+
+
+def _one_of(fields: Mapping[str, str], forwarded: str, original: str) -> str | None:
+    """The value of whichever of the two is present. Both, disagreeing, is MissingOriginal:
+    proxies pass the client's own headers on to us, so one of the two may be the client's
+    (a client-sent X-Forwarded-Uri through an nginx that sets only X-Original-URI, or the
+    reverse through Traefik or Caddy), and neither can be trusted."""
+    first, second = fields.get(forwarded), fields.get(original)
+    if first is not None and second is not None and first != second:
+        raise MissingOriginal
+    return first if first is not None else second
 
 
 def _under(raw_path: str, prefix: str, *, allow_subpath: bool = True) -> bool:

@@ -106,6 +106,28 @@ def test_client_sent_identity_headers_never_reach_the_upstream(
     assert all(value == "" for value in left.values()), left
 
 
+@pytest.mark.parametrize(
+    "spoofed",
+    [
+        {"X-Forwarded-Uri": "/healthz", "X-Forwarded-Method": "GET"},
+        {"X-Original-URI": "/healthz", "X-Original-Method": "GET"},
+        {"X-Forwarded-Uri": "/healthz", "X-Original-URI": "/healthz"},
+    ],
+    ids=["x-forwarded", "x-original", "both"],
+)
+def test_a_client_cannot_name_another_request_to_be_judged(
+    proxy: RunningProxy, keycloak: Keycloak, spoofed: dict[str, str]
+) -> None:
+    # The proxy passes the client's headers on to us: a client's claim that its request
+    # is for the public /healthz must not open /admin.
+    token = access_token(keycloak, "bob")
+
+    reply = http_get(proxy, "/admin/users", token=token, headers=spoofed)
+
+    assert reply.status in (400, 403)
+    assert b"raw_headers" not in reply.body
+
+
 def test_dot_segments_cannot_escape_to_a_public_prefix(
     proxy: RunningProxy, keycloak: Keycloak
 ) -> None:

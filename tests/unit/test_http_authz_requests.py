@@ -28,7 +28,7 @@ def test_envoy_mode_judges_what_follows_the_prefix(raw_path: str, original: str)
     assert (request.method, request.host, request.path) == ("DELETE", "App.Example", original)
 
 
-def test_forward_auth_prefers_the_x_forwarded_set_and_upper_cases_the_method() -> None:
+def test_forward_auth_reads_the_x_forwarded_set_and_upper_cases_the_method() -> None:
     request = to_auth_request(
         "GET",
         "/forward-auth",
@@ -37,7 +37,6 @@ def test_forward_auth_prefers_the_x_forwarded_set_and_upper_cases_the_method() -
             ("X-Forwarded-Method", "post"),
             ("X-Forwarded-Host", "app.example"),
             ("X-Forwarded-Uri", "/api/forms/1?x=2"),
-            ("X-Original-URI", "/other"),
         ),
         "10.0.0.1",
     )
@@ -71,3 +70,45 @@ def test_the_client_address_is_the_last_hop_the_proxy_appended() -> None:
 
     assert (request.source_address, request.request_id) == ("198.51.100.2", "r-1")
     assert direct.source_address == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "spoofed",
+    [
+        # A client's X-Forwarded-Uri passed on by an nginx that sets only X-Original-URI.
+        (
+            ("X-Forwarded-Uri", "/healthz"),
+            ("X-Original-URI", "/admin"),
+            ("X-Original-Method", "GET"),
+        ),
+        # A client's X-Original-URI passed on by Traefik or Caddy, which set X-Forwarded-Uri.
+        (
+            ("X-Original-URI", "/healthz"),
+            ("X-Forwarded-Uri", "/admin"),
+            ("X-Forwarded-Method", "GET"),
+        ),
+        (("X-Forwarded-Method", "GET"), ("X-Original-Method", "DELETE"), ("X-Original-URI", "/a")),
+    ],
+    ids=["forwarded-uri-through-nginx", "original-uri-through-traefik", "methods-disagree"],
+)
+def test_two_names_for_the_original_that_disagree_are_refused(
+    spoofed: tuple[tuple[str, str], ...],
+) -> None:
+    with pytest.raises(MissingOriginal):
+        to_auth_request("GET", "/forward-auth", headers(*spoofed), "")
+
+
+def test_both_names_agreeing_are_one_original() -> None:
+    request = to_auth_request(
+        "GET",
+        "/forward-auth",
+        headers(
+            ("X-Forwarded-Uri", "/admin"),
+            ("X-Original-URI", "/admin"),
+            ("X-Forwarded-Method", "PUT"),
+            ("X-Original-Method", "PUT"),
+        ),
+        "",
+    )
+
+    assert (request.method, request.path) == ("PUT", "/admin")
