@@ -140,6 +140,8 @@ class HttpAuthzService:
         self._provider_timeout_s = provider_timeout_s
         self._metrics = metrics
         self._auditor = auditor
+        # Answers prepared for reused Decision objects (the Authorizer's remembered allows).
+        self._answers: dict[tuple[int, bool], tuple[Decision, HttpAnswer]] = {}
 
     async def handle(self, request: HttpRequest) -> HttpAnswer:
         started = time.perf_counter()
@@ -167,11 +169,23 @@ class HttpAuthzService:
             # Last resort: whatever went wrong, the request is denied, never allowed.
             log.exception("check failed unexpectedly; denying")
             decision = self._denials.deny(Reason.INTERNAL_ERROR)
-        return HttpAnswer(
+        return self._answer_for(decision, envoy)
+
+    def _answer_for(self, decision: Decision, envoy: bool) -> HttpAnswer:
+        if decision.allowed:
+            kept = self._answers.get((id(decision), envoy))
+            if kept is not None and kept[0] is decision:
+                return kept[1]
+        answer = HttpAnswer(
             decision.status,
             tuple(response_headers(decision, envoy=envoy)),
             decision.body.encode(),
         )
+        if decision.allowed:
+            if len(self._answers) >= self._authorizer.settings.decision_memo_size:
+                self._answers.clear()
+            self._answers[(id(decision), envoy)] = (decision, answer)
+        return answer
 
 
 _NOT_AN_AUTHZ_PATH = HttpAnswer(

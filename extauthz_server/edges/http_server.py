@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024
 MAX_PIPELINED = 16
+# Answers handed back again and again (a handler's remembered allows) are serialised once.
+MAX_WIRE_CACHE = 1024
 IDLE_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 10.0
 
@@ -66,6 +68,21 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._none_left = asyncio.Event()
+        # id(answer) → (answer, its bytes on a kept-alive connection).
+        self._wire: dict[int, tuple[HttpAnswer, bytes]] = {}
+
+    def wire(self, answer: HttpAnswer, *, head: bool, close: bool) -> bytes:
+        """The answer as bytes; the common form (a kept-alive GET or POST) is kept."""
+        if head or close:
+            return _serialise(answer, head=head, close=close)
+        kept = self._wire.get(id(answer))
+        if kept is not None and kept[0] is answer:
+            return kept[1]
+        data = _serialise(answer, head=False, close=False)
+        if len(self._wire) >= MAX_WIRE_CACHE:
+            self._wire.clear()
+        self._wire[id(answer)] = (answer, data)
+        return data
 
     @property
     def connections(self) -> int:
@@ -263,7 +280,7 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, answer: HttpAnswer, head: bool, keep_alive: bool) -> None:
         assert self._transport is not None  # noqa: S101 - set in connection_made
-        self._transport.write(_serialise(answer, head=head, close=not keep_alive))
+        self._transport.write(self._server.wire(answer, head=head, close=not keep_alive))
 
     def _refuse(self, status: int) -> None:
         """A request we will not read: answer it and close, whatever is still pending."""

@@ -256,3 +256,30 @@ async def test_a_request_left_unfinished_behind_a_busy_answer_still_times_out(
     assert (await read_answer(reader))[0] == 408
     assert await closed_by_server(reader)
     writer.close()
+
+
+async def test_an_answer_handed_back_again_is_sent_the_same_and_a_new_one_as_itself() -> None:
+    kept = HttpAnswer(200, (("x-auth-roles", "creator"),), b"kept")
+    answers = [kept, kept, HttpAnswer(200, (("x-auth-roles", "admin"),), b"new"), kept]
+
+    async def handler(request: HttpRequest) -> HttpAnswer:
+        return answers.pop(0)
+
+    server = HttpServer(handler)
+    port = await server.start("127.0.0.1", 0)
+    reader, writer = await connect(port)
+    try:
+        writer.write(get("/1") + get("/2") + get("/3") + get("/4", "Connection: close"))
+        seen = [await read_answer(reader) for _ in range(4)]
+    finally:
+        writer.close()
+        await server.stop(1.0)
+
+    assert [(h["x-auth-roles"], body) for _, h, body in seen] == [
+        ("creator", b"kept"),
+        ("creator", b"kept"),
+        ("admin", b"new"),
+        ("creator", b"kept"),
+    ]
+    assert "connection" not in seen[1][1]
+    assert seen[3][1]["connection"] == "close"
