@@ -21,6 +21,7 @@ from extauthz_server.cache.resolver import IdentityResolver
 from extauthz_server.config.model import Config, authorizer_settings, load_config
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Denials
+from extauthz_server.edges.checking import Checking
 from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.edges.http_app import build_http_app
 from extauthz_server.edges.http_authz import HttpAuthzService
@@ -164,16 +165,14 @@ class Server:
             router,
             permissions=PermissionRouter(deciding) if deciding else None,
         )
-        provider_timeout_s = max(p.timeout_s for p in config.providers)
-        auditor = Auditor(config.audit_allow_sample_rate)
-        servicer = AuthorizationServicer(
+        checking = Checking(
             self.authorizer,
             Denials(provider.realm),
-            provider_timeout_s,
+            max(p.timeout_s for p in config.providers),
             self.metrics,
-            auditor,
-            self._tracing,
+            Auditor(config.audit_allow_sample_rate),
         )
+        servicer = AuthorizationServicer(checking, self._tracing)
         # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a
         # 503 (status_on_error), instead of queueing checks that would time out anyway.
         self._grpc = grpc.aio.server(
@@ -206,15 +205,8 @@ class Server:
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
         if config.server.http_authz_listen is not None:
-            service = HttpAuthzService(
-                self.authorizer,
-                Denials(provider.realm),
-                provider_timeout_s,
-                self.metrics,
-                auditor,
-            )
             self.http_authz_port = await self._start_http_authz(
-                service, config.server.http_authz_listen
+                HttpAuthzService(checking), config.server.http_authz_listen
             )
         log.info(
             "serving",

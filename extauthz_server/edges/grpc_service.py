@@ -17,12 +17,9 @@ from extauthz_server._proto.envoy.service.auth.v3 import (
 )
 from extauthz_server._proto.google.rpc import status_pb2
 from extauthz_server._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
-from extauthz_server.cache.resolver import lookup_level
-from extauthz_server.core.authorizer import Authorizer
-from extauthz_server.core.decision import Decision, Denials, Header, Reason
+from extauthz_server.core.decision import Decision, Header, Reason
 from extauthz_server.core.request import AuthRequest
-from extauthz_server.ops.logs import Auditor
-from extauthz_server.ops.metrics import CheckMetrics
+from extauthz_server.edges.checking import Checking
 from extauthz_server.ops.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
@@ -105,25 +102,15 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        denials: Denials,
-        provider_timeout_s: float,
-        metrics: CheckMetrics,
-        auditor: Auditor,
-        tracing: Tracing,
-    ) -> None:
+    def __init__(self, checking: Checking, tracing: Tracing) -> None:
+        self._checking = checking
         self._tracing = tracing
         # Responses prepared for reused Decision objects (see Authorizer's allow memo).
         self._responses: dict[int, tuple[Decision, external_auth_pb2.CheckResponse]] = {}
         # With tracing off the Check path does not even enter a no-op context manager.
         self._traced = not isinstance(tracing, NoTracing)
-        self._authorizer = authorizer
-        self._provider_timeout_s = provider_timeout_s
-        self._metrics = metrics
-        self._auditor = auditor
-        self._internal_error = to_check_response(denials.deny(Reason.INTERNAL_ERROR))
+        self._authorizer = checking.authorizer
+        self._internal_error = to_check_response(checking.denials.deny(Reason.INTERNAL_ERROR))
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -135,9 +122,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
                 decision = await self._traced_check(auth_request, context)
             else:
                 decision = await self._authorizer.check(auth_request, self._budget(context))
-            elapsed = time.perf_counter() - started
-            self._metrics.record_decision(decision, elapsed)
-            self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
+            self._checking.record(auth_request, decision, started)
             return self._response_for(decision)
         except asyncio.CancelledError:
             raise
@@ -170,7 +155,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return decision
 
     def _budget(self, context: grpc.aio.ServicerContext) -> float:
-        return check_budget(context.time_remaining(), self._provider_timeout_s)
+        return check_budget(context.time_remaining(), self._checking.provider_timeout_s)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):

@@ -20,13 +20,10 @@ import logging
 import time
 from collections.abc import Mapping
 
-from extauthz_server.cache.resolver import lookup_level
-from extauthz_server.core.authorizer import Authorizer
-from extauthz_server.core.decision import Decision, Denials, Reason
+from extauthz_server.core.decision import Decision, Reason
 from extauthz_server.core.request import AuthRequest
+from extauthz_server.edges.checking import Checking
 from extauthz_server.edges.http_server import HttpAnswer, HttpRequest
-from extauthz_server.ops.logs import Auditor
-from extauthz_server.ops.metrics import CheckMetrics
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +124,14 @@ class HttpAuthzService:
     """Answers the proxies' HTTP authorization requests with the Authorizer the gRPC edge
     uses; served by `http_server.HttpServer`."""
 
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        denials: Denials,
-        provider_timeout_s: float,
-        metrics: CheckMetrics,
-        auditor: Auditor,
-    ) -> None:
-        self._authorizer = authorizer
-        self._denials = denials
-        self._provider_timeout_s = provider_timeout_s
-        self._metrics = metrics
-        self._auditor = auditor
+    def __init__(self, checking: Checking) -> None:
+        self._checking = checking
         # Answers prepared for reused Decision objects (the Authorizer's remembered allows).
         self._answers: dict[tuple[int, bool], tuple[Decision, HttpAnswer]] = {}
 
     async def handle(self, request: HttpRequest) -> HttpAnswer:
         started = time.perf_counter()
+        checking = self._checking
         raw_path = request.target
         envoy = _under(raw_path, ENVOY_PREFIX)
         try:
@@ -157,18 +144,19 @@ class HttpAuthzService:
             except MissingOriginal:
                 host = request.headers.get("host", "")
                 auth_request = AuthRequest(request.method, host, raw_path, {})
-                decision = self._denials.deny(Reason.BAD_REQUEST)
+                decision = checking.denials.deny(Reason.BAD_REQUEST)
             else:
-                decision = await self._authorizer.check(auth_request, self._provider_timeout_s)
-            elapsed = time.perf_counter() - started
-            self._metrics.record_decision(decision, elapsed)
-            self._auditor.record(auth_request, decision, elapsed, lookup_level.get())
+                # The proxy sets no deadline over HTTP: the providers' own timeout bounds it.
+                decision = await checking.authorizer.check(
+                    auth_request, checking.provider_timeout_s
+                )
+            checking.record(auth_request, decision, started)
         except asyncio.CancelledError:
             raise
         except Exception:
             # Last resort: whatever went wrong, the request is denied, never allowed.
             log.exception("check failed unexpectedly; denying")
-            decision = self._denials.deny(Reason.INTERNAL_ERROR)
+            decision = checking.denials.deny(Reason.INTERNAL_ERROR)
         return self._answer_for(decision, envoy)
 
     def _answer_for(self, decision: Decision, envoy: bool) -> HttpAnswer:
@@ -182,7 +170,7 @@ class HttpAuthzService:
             decision.body.encode(),
         )
         if decision.allowed:
-            if len(self._answers) >= self._authorizer.settings.decision_memo_size:
+            if len(self._answers) >= self._checking.authorizer.settings.decision_memo_size:
                 self._answers.clear()
             self._answers[(id(decision), envoy)] = (decision, answer)
         return answer

@@ -48,6 +48,7 @@ from tests.support.keycloak import (
     WEB_APP_CLIENT_ID,
     Keycloak,
 )
+from tests.support.keycloak_standin import in_two_chunks
 from tests.support.net import TcpForwarder, serve_on_loopback
 from tests.support.redis_server import RedisServer
 
@@ -96,14 +97,7 @@ class UmaStandIn:
         """region-europe#read and one hundred more resources, sent in two chunks."""
         granted = [{"scopes": ["read"], "rsid": "id-eu", "rsname": "region-europe"}]
         granted += [{"scopes": ["read"], "rsid": f"id-{n}", "rsname": f"r-{n}"} for n in range(100)]
-        body = json.dumps(granted).encode()
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
-        await asyncio.sleep(0.05)
-        await response.write(body[len(body) // 2 :])
-        await response.write_eof()
-        return response
+        return await in_two_chunks(request, json.dumps(granted).encode())
 
 
 @pytest.fixture

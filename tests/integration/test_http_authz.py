@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.hardening.adapter import IDENTITY_HEADERS
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import call_check, check_request, denied_headers
@@ -21,13 +22,6 @@ from tests.support.net import free_port
 
 HTTP_AUTHZ = {"http_authz_listen": "127.0.0.1:0"}
 BOB = {"authorization": "Bearer bob-token"}
-IDENTITY_HEADERS = (
-    "x-auth-subject",
-    "x-auth-username",
-    "x-auth-email",
-    "x-auth-roles",
-    "x-auth-client",
-)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, stop_process, wait_until_serving
+from tests.support.net import start_on_a_free_port, stop_process
 
 CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
 LOOPBACK = "127.0.0.1"
@@ -63,7 +63,11 @@ class CaddyProcess:
         return f"http://{LOOPBACK}:{self.listen_port}{path}"
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.workdir / "caddy.log"
+        return self.tail(self.workdir, lines)
+
+    @staticmethod
+    def tail(workdir: Path, lines: int = 40) -> str:
+        path = workdir / "caddy.log"
         if not path.exists():
             return "(no log written)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -73,8 +77,7 @@ class CaddyProcess:
 
 
 def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> CaddyProcess:
-    """Start Caddy on a free loopback port and wait until it accepts connections; a port
-    lost to a race before Caddy binds it is retried on another."""
+    """Start Caddy on a free loopback port and wait until it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
     environ = {
         **os.environ,
@@ -82,9 +85,8 @@ def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> Cad
         "XDG_CONFIG_HOME": str(workdir / "config"),
         "XDG_DATA_HOME": str(workdir / "data"),
     }
-    problem = ""
-    for _ in range(3):
-        listen_port = free_port()
+
+    def launch(listen_port: int) -> subprocess.Popen[bytes]:
         (workdir / "site.caddy").write_text(
             render(
                 listen_port=listen_port, extauthz_port=extauthz_port, upstream_port=upstream_port
@@ -94,12 +96,11 @@ def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> Cad
         (workdir / "Caddyfile").write_text(_MAIN, encoding="utf-8")
         argv = [str(find_caddy()), "run", "--config", "Caddyfile", "--adapter", "caddyfile"]
         with (workdir / "caddy.log").open("wb") as log:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 argv, cwd=workdir, env=environ, stdout=log, stderr=subprocess.STDOUT
             )
-        caddy = CaddyProcess(process, workdir, listen_port)
-        if wait_until_serving(process, listen_port, _READY_TIMEOUT_S):
-            return caddy
-        caddy.stop()
-        problem = caddy.log_tail()
-    raise RuntimeError(f"caddy did not start:\n{problem}")
+
+    started = start_on_a_free_port(launch, _READY_TIMEOUT_S)
+    if started is None:
+        raise RuntimeError(f"caddy did not start:\n{CaddyProcess.tail(workdir)}")
+    return CaddyProcess(started[0], workdir, started[1])

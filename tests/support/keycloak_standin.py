@@ -162,11 +162,12 @@ class KeycloakStandIn:
             return web.Response(status=500)
         document = self.documents.get(form.get("token", ""), {"active": False})
         if fault is Fault.CHUNKED:
-            return await _in_two_chunks(request, json.dumps(document).encode())
+            return await in_two_chunks(request, json.dumps(document).encode())
         return web.json_response(document)
 
 
-async def _in_two_chunks(request: web.Request, body: bytes) -> web.StreamResponse:
+async def in_two_chunks(request: web.Request, body: bytes) -> web.StreamResponse:
+    """A JSON answer sent in two chunks with a pause between them."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(body[: len(body) // 2])

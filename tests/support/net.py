@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -163,3 +164,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout_s)
+
+
+def start_on_a_free_port(
+    launch: Callable[[int], subprocess.Popen[bytes]], timeout_s: float, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], int] | None:
+    """For a server that cannot report the port it bound: choose a free port, `launch` the
+    server on it and wait until it listens. The port may be taken between the choice and the
+    bind, so a server that exits or never listens is stopped and tried on another port.
+    None when every attempt failed."""
+    for _ in range(attempts):
+        port = free_port()
+        process = launch(port)
+        if wait_until_serving(process, port, timeout_s):
+            return process, port
+        stop_process(process)
+    return None

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, stop_process, wait_until_serving
+from tests.support.net import start_on_a_free_port, stop_process
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "extauthz.conf"
 LOOPBACK = "127.0.0.1"
@@ -71,9 +71,13 @@ class NginxProcess:
         return f"http://{LOOPBACK}:{self.listen_port}{path}"
 
     def log_tail(self, lines: int = 40) -> str:
+        return self.tail(self.workdir, lines)
+
+    @staticmethod
+    def tail(workdir: Path, lines: int = 40) -> str:
         parts = []
         for name in ("error.log", "output.log"):
-            path = self.workdir / name
+            path = workdir / name
             if path.exists():
                 text = path.read_text(encoding="utf-8", errors="replace")
                 parts.append("\n".join(text.splitlines()[-lines:]))
@@ -84,12 +88,10 @@ class NginxProcess:
 
 
 def start_nginx(*, extauthz_port: int, upstream_port: int, workdir: Path) -> NginxProcess:
-    """Start nginx on a free loopback port and wait until it accepts connections. The port is
-    chosen before nginx binds it, so a lost race is retried on another."""
+    """Start nginx on a free loopback port and wait until it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
-    problem = ""
-    for _ in range(3):
-        listen_port = free_port()
+
+    def launch(listen_port: int) -> subprocess.Popen[bytes]:
         (workdir / "extauthz.conf").write_text(
             render(
                 listen_port=listen_port, extauthz_port=extauthz_port, upstream_port=upstream_port
@@ -107,10 +109,9 @@ def start_nginx(*, extauthz_port: int, upstream_port: int, workdir: Path) -> Ngi
             str(workdir / "error.log"),
         ]
         with (workdir / "output.log").open("wb") as output:
-            process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-        nginx = NginxProcess(process, workdir, listen_port)
-        if wait_until_serving(process, listen_port, _READY_TIMEOUT_S):
-            return nginx
-        nginx.stop()
-        problem = nginx.log_tail()
-    raise RuntimeError(f"nginx did not start:\n{problem}")
+            return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+
+    started = start_on_a_free_port(launch, _READY_TIMEOUT_S)
+    if started is None:
+        raise RuntimeError(f"nginx did not start:\n{NginxProcess.tail(workdir)}")
+    return NginxProcess(started[0], workdir, started[1])
