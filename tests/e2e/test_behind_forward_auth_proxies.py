@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
@@ -18,17 +17,13 @@ from tests.support.echo_upstream import BackgroundEchoUpstream
 from tests.support.keycloak import Keycloak
 from tests.support.net import free_port
 from tests.support.nginx import start_nginx
+from tests.support.proxy_process import ProxyProcess
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.proxies]
 
 
-class RunningProxy(Protocol):
-    def url(self, path: str = "/") -> str: ...
-
-    def stop(self) -> None: ...
-
-
-StartProxy = Callable[..., RunningProxy]
+RunningProxy = ProxyProcess
+StartProxy = Callable[..., ProxyProcess]
 STARTERS: dict[str, StartProxy] = {"nginx": start_nginx, "caddy": start_caddy}
 # With our server unreachable nginx's config answers 503; Caddy's forward_auth gives its own
 # 502. Either way nothing reaches the upstream.

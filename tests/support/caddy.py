@@ -11,14 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import start_on_a_free_port, stop_process
+from tests.support.proxy_process import LOOPBACK, ProxyProcess, rewrite_addresses, start_proxy
 
 CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
-LOOPBACK = "127.0.0.1"
-_READY_TIMEOUT_S = 20.0
 _MAIN = """\
 {
 \tadmin off
@@ -41,42 +38,17 @@ def find_caddy() -> Path:
 
 
 def render(*, listen_port: int, extauthz_port: int, upstream_port: int) -> str:
-    text = CADDYFILE.read_text(encoding="utf-8")
-    for deployed, loopback in (
-        (":8080 {", f"http://:{listen_port} {{"),
-        ("forward_auth 127.0.0.1:9192 {", f"forward_auth {LOOPBACK}:{extauthz_port} {{"),
-        ("reverse_proxy 127.0.0.1:8000", f"reverse_proxy {LOOPBACK}:{upstream_port}"),
-    ):
-        if text.count(deployed) != 1:
-            raise ValueError(f"{CADDYFILE}: expected exactly one {deployed!r}")
-        text = text.replace(deployed, loopback)
-    return text
+    return rewrite_addresses(
+        CADDYFILE,
+        (
+            (":8080 {", f"http://:{listen_port} {{"),
+            ("forward_auth 127.0.0.1:9192 {", f"forward_auth {LOOPBACK}:{extauthz_port} {{"),
+            ("reverse_proxy 127.0.0.1:8000", f"reverse_proxy {LOOPBACK}:{upstream_port}"),
+        ),
+    )
 
 
-@dataclass(slots=True)
-class CaddyProcess:
-    process: subprocess.Popen[bytes]
-    workdir: Path
-    listen_port: int
-
-    def url(self, path: str = "/") -> str:
-        return f"http://{LOOPBACK}:{self.listen_port}{path}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self.tail(self.workdir, lines)
-
-    @staticmethod
-    def tail(workdir: Path, lines: int = 40) -> str:
-        path = workdir / "caddy.log"
-        if not path.exists():
-            return "(no log written)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> CaddyProcess:
+def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> ProxyProcess:
     """Start Caddy on a free loopback port and wait until it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
     environ = {
@@ -100,7 +72,4 @@ def start_caddy(*, extauthz_port: int, upstream_port: int, workdir: Path) -> Cad
                 argv, cwd=workdir, env=environ, stdout=log, stderr=subprocess.STDOUT
             )
 
-    started = start_on_a_free_port(launch, _READY_TIMEOUT_S)
-    if started is None:
-        raise RuntimeError(f"caddy did not start:\n{CaddyProcess.tail(workdir)}")
-    return CaddyProcess(started[0], workdir, started[1])
+    return start_proxy("caddy", launch, workdir, ("caddy.log",))

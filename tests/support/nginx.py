@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import start_on_a_free_port, stop_process
+from tests.support.proxy_process import LOOPBACK, ProxyProcess, rewrite_addresses, start_proxy
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "extauthz.conf"
-LOOPBACK = "127.0.0.1"
-_READY_TIMEOUT_S = 20.0
 _MAIN_CONF = """\
 # One process as the user who runs the tests; everything under this directory.
 daemon off;
@@ -49,45 +46,17 @@ def find_nginx() -> Path:
 
 
 def render(*, listen_port: int, extauthz_port: int, upstream_port: int) -> str:
-    text = NGINX_CONF.read_text(encoding="utf-8")
-    for deployed, loopback in (
-        ("listen 127.0.0.1:8080;", f"listen {LOOPBACK}:{listen_port};"),
-        ("server 127.0.0.1:9192;", f"server {LOOPBACK}:{extauthz_port};"),
-        ("server 127.0.0.1:8000;", f"server {LOOPBACK}:{upstream_port};"),
-    ):
-        if text.count(deployed) != 1:
-            raise ValueError(f"{NGINX_CONF}: expected exactly one {deployed!r}")
-        text = text.replace(deployed, loopback)
-    return text
+    return rewrite_addresses(
+        NGINX_CONF,
+        (
+            ("listen 127.0.0.1:8080;", f"listen {LOOPBACK}:{listen_port};"),
+            ("server 127.0.0.1:9192;", f"server {LOOPBACK}:{extauthz_port};"),
+            ("server 127.0.0.1:8000;", f"server {LOOPBACK}:{upstream_port};"),
+        ),
+    )
 
 
-@dataclass(slots=True)
-class NginxProcess:
-    process: subprocess.Popen[bytes]
-    workdir: Path
-    listen_port: int
-
-    def url(self, path: str = "/") -> str:
-        return f"http://{LOOPBACK}:{self.listen_port}{path}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self.tail(self.workdir, lines)
-
-    @staticmethod
-    def tail(workdir: Path, lines: int = 40) -> str:
-        parts = []
-        for name in ("error.log", "output.log"):
-            path = workdir / name
-            if path.exists():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                parts.append("\n".join(text.splitlines()[-lines:]))
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def start_nginx(*, extauthz_port: int, upstream_port: int, workdir: Path) -> NginxProcess:
+def start_nginx(*, extauthz_port: int, upstream_port: int, workdir: Path) -> ProxyProcess:
     """Start nginx on a free loopback port and wait until it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -111,7 +80,4 @@ def start_nginx(*, extauthz_port: int, upstream_port: int, workdir: Path) -> Ngi
         with (workdir / "output.log").open("wb") as output:
             return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
 
-    started = start_on_a_free_port(launch, _READY_TIMEOUT_S)
-    if started is None:
-        raise RuntimeError(f"nginx did not start:\n{NginxProcess.tail(workdir)}")
-    return NginxProcess(started[0], workdir, started[1])
+    return start_proxy("nginx", launch, workdir, ("error.log", "output.log"))
