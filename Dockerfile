@@ -31,8 +31,9 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # A numeric user, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /etc/extauthz
-# 9191: gRPC Check and grpc.health.v1 (h2c); 8181: /healthz, /readyz, /backchannel-logout.
-EXPOSE 9191 8181
+# 9191: gRPC Check and grpc.health.v1 (h2c); 8181: /healthz, /readyz, /metrics;
+# 8282: /backchannel-logout when server.logout_listen is set (examples/config.yaml does).
+EXPOSE 9191 8181 8282
 # The slim image has no curl; /healthz is liveness (the process answers), not readiness.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8181/healthz', timeout=2)"]

@@ -23,7 +23,7 @@ from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Denials
 from extauthz_server.edges.checking import Checking
 from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
-from extauthz_server.edges.http_app import build_http_app
+from extauthz_server.edges.http_app import build_http_app, build_logout_app
 from extauthz_server.edges.http_authz import HttpAuthzService
 from extauthz_server.edges.http_server import HttpServer
 from extauthz_server.errors import ConfigError
@@ -60,6 +60,9 @@ class Server:
         self._session: aiohttp.ClientSession | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._logout_http: web.AppRunner | None = None
+        # The back-channel logout listener's port; 0 while logouts are on http_listen.
+        self.logout_port = 0
         self._http_authz: HttpServer | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,21 +192,21 @@ class Server:
         )
         registry = MetricsRegistry(self.metrics, self._cache_readings)
         authorizer = self.authorizer
-        self._http = web.AppRunner(
+        separate_logout = config.server.logout_listen is not None
+        self._http, self.http_port = await self._serve_http(
             build_http_app(
                 self.is_ready,
                 registry.render,
-                logout,
+                None if separate_logout else logout,
                 # Read per request: a reload may bring new keys.
                 identity_token=lambda: authorizer.settings.identity_token,
             ),
-            access_log=None,
+            config.server.http_listen,
         )
-        await self._http.setup()
-        http_host, http_port = _split_listen(config.server.http_listen)
-        site = web.TCPSite(self._http, http_host, http_port, reuse_port=self._reuse_port or None)
-        await site.start()
-        self.http_port = int(self._http.addresses[0][1])
+        if config.server.logout_listen is not None and logout is not None:
+            self._logout_http, self.logout_port = await self._serve_http(
+                build_logout_app(logout), config.server.logout_listen
+            )
         if config.server.http_authz_listen is not None:
             self.http_authz_port = await self._start_http_authz(
                 HttpAuthzService(checking), config.server.http_authz_listen
@@ -213,10 +216,18 @@ class Server:
             extra={
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
+                "logout_port": self.logout_port or None,
                 "http_authz_port": self.http_authz_port or None,
                 "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
+
+    async def _serve_http(self, app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = _split_listen(listen)
+        await web.TCPSite(runner, host, port, reuse_port=self._reuse_port or None).start()
+        return runner, int(runner.addresses[0][1])
 
     async def _start_http_authz(self, service: HttpAuthzService, listen: str) -> int:
         self._http_authz = HttpServer(service.handle)
@@ -241,8 +252,9 @@ class Server:
             ),
             *([self._grpc.stop(self.config.server.grace_period_s)] if self._grpc else []),
         )
-        if self._http is not None:
-            await self._http.cleanup()
+        for runner in (self._http, self._logout_http):
+            if runner is not None:
+                await runner.cleanup()
         for provider in self.providers:
             await provider.close()
         if self._session is not None:

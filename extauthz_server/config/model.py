@@ -52,6 +52,9 @@ class ServerConfig:
     http_listen: str = "0.0.0.0:8181"
     # The HTTP authorization listener (Envoy http_service, nginx, Traefik, Caddy); None: off.
     http_authz_listen: str | None = None
+    # Back-channel logout on a listener of its own (Keycloak must reach it, while metrics
+    # stay private); None: served on http_listen.
+    logout_listen: str | None = None
     grace_period_s: float = 5.0
     max_concurrent_checks: int = 1000
     workers: int = 1
@@ -185,6 +188,11 @@ def _build(top: Section, base_dir: Path) -> Config:
     server = _server(top.section("server"))
     roles = top.section("roles")
     providers = parse_providers(top, base_dir, roles.string_list("claims", DEFAULT_ROLE_CLAIMS))
+    if server.logout_listen is not None and not any(p.logout_audiences for p in providers):
+        raise ConfigError(
+            "server.logout_listen",
+            "no provider accepts back-channel logouts: set provider.logout_audiences",
+        )
     role_map = _role_map(roles)
     roles.finish()
     cache = _cache(top.section("cache"), base_dir)
@@ -233,6 +241,12 @@ def _listen_address(section: Section, name: str, default: str) -> str:
     return value
 
 
+def _optional_listen_address(section: Section, name: str) -> str | None:
+    if section.raw(name) is None:
+        return None
+    return _listen_address(section, name, "")
+
+
 def _event_loop(section: Section) -> str:
     name = section.string("event_loop", "asyncio")
     if name not in ("asyncio", "uvloop"):
@@ -250,11 +264,8 @@ def _server(section: Section) -> ServerConfig:
     server = ServerConfig(
         grpc_listen=_listen_address(section, "grpc_listen", defaults.grpc_listen),
         http_listen=_listen_address(section, "http_listen", defaults.http_listen),
-        http_authz_listen=(
-            _listen_address(section, "http_authz_listen", "")
-            if section.raw("http_authz_listen") is not None
-            else None
-        ),
+        http_authz_listen=_optional_listen_address(section, "http_authz_listen"),
+        logout_listen=_optional_listen_address(section, "logout_listen"),
         grace_period_s=section.number("grace_period_s", defaults.grace_period_s, 0, 300),
         max_concurrent_checks=section.integer(
             "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
@@ -267,6 +278,7 @@ def _server(section: Section) -> ServerConfig:
             ("grpc_listen", server.grpc_listen),
             ("http_listen", server.http_listen),
             ("http_authz_listen", server.http_authz_listen or ""),
+            ("logout_listen", server.logout_listen or ""),
         ):
             if address.endswith(":0"):
                 raise ConfigError(

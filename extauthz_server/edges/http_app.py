@@ -1,5 +1,5 @@
 """The small HTTP side: liveness, readiness, metrics, the back-channel logout endpoint, and the
-public keys of the identity tokens."""
+public keys of the identity tokens; and the logout endpoint alone, for a listener of its own."""
 
 from __future__ import annotations
 
@@ -54,4 +54,11 @@ def build_http_app(
     app.router.add_get(JWKS_PATH, jwks)
     if logout is not None:
         app.router.add_post(LOGOUT_PATH, logout.handle)
+    return app
+
+
+def build_logout_app(logout: BackchannelLogout) -> web.Application:
+    """Only the back-channel logout endpoint: what Keycloak must reach, and nothing else."""
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app.router.add_post(LOGOUT_PATH, logout.handle)
     return app

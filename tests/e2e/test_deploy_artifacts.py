@@ -297,13 +297,27 @@ def test_dockerfile_exposes_the_configured_ports_and_checks_healthz(
     (healthcheck,) = [i.arguments for i in runtime if i.keyword == "HEALTHCHECK"]
     http_port = _listen_port(example_config.server.http_listen)
 
-    assert exposed == {_listen_port(example_config.server.grpc_listen), http_port}
+    assert example_config.server.logout_listen is not None
+    assert exposed == {
+        _listen_port(example_config.server.grpc_listen),
+        http_port,
+        _listen_port(example_config.server.logout_listen),
+    }
     assert f"http://127.0.0.1:{http_port}/healthz" in healthcheck
     assert "urllib" in healthcheck
     assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(i.arguments for i in runtime)
 
 
 # -- the demo realm --------------------------------------------------------------------------
+
+
+def test_the_example_keeps_operational_endpoints_on_loopback_and_logouts_reachable(
+    example_config: Config,
+) -> None:
+    # Metrics and health are for operators; Keycloak must reach the logout endpoint.
+    assert example_config.server.http_listen.startswith("127.0.0.1:")
+    assert example_config.server.logout_listen == "0.0.0.0:8282"
+    assert example_config.server.grpc_listen.startswith("0.0.0.0:")
 
 
 def test_realm_sends_web_app_logouts_to_the_extauthz_service(
@@ -315,7 +329,8 @@ def test_realm_sends_web_app_logouts_to_the_extauthz_service(
 
     assert url.hostname == "extauthz"
     assert "extauthz" in services
-    assert url.port == _listen_port(example_config.server.http_listen)
+    assert example_config.server.logout_listen is not None
+    assert url.port == _listen_port(example_config.server.logout_listen)
     assert url.path == LOGOUT_PATH == "/backchannel-logout"
     assert web_app["frontchannelLogout"] is False
     assert web_app["attributes"]["backchannel.logout.session.required"] == "true"
