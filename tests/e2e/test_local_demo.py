@@ -21,14 +21,19 @@ import pytest
 
 from extauthz_server.app.demo import idp
 from extauthz_server.app.demo.envoy import connection_manager, ext_authz_filter, render_config
+from tests.support.authz_process import AuthzProcess
+from tests.support.configs import DEMO_CLIENT_SECRET
 from tests.support.envoy import (
     EXT_AUTHZ_FILTER,
     load_deployment_config,
     validate_config,
     write_config,
 )
+from tests.support.keycloak import Keycloak
+from tests.support.net import free_port
 
 START_TIMEOUT_S = 60.0
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
 STOP_TIMEOUT_S = 15.0
 _LAUNCH = (
     "import sys; from extauthz_server.app.demo.run import run_demo;"
@@ -49,7 +54,8 @@ class Demo:
         return self.output.read_text(encoding="utf-8", errors="replace")
 
 
-def _start_demo(workdir: Path, *extra: str) -> Demo:
+def _start_demo(workdir: Path, *extra: str, timeout_s: float = START_TIMEOUT_S) -> Demo:
+    workdir.mkdir(parents=True, exist_ok=True)
     ports_file = workdir / "ports.json"
     output = workdir / "demo.out"
     with output.open("wb") as sink:
@@ -58,7 +64,7 @@ def _start_demo(workdir: Path, *extra: str) -> Demo:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while not ports_file.is_file():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -168,6 +174,58 @@ def test_sigterm_stops_everything_quickly_with_exit_0(tmp_path: Path) -> None:
     assert "stopping" in demo.printed()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(demo.url("/healthz"), timeout=2)  # noqa: S310 - loopback
+
+
+@pytest.mark.keycloak
+@pytest.mark.envoy
+def test_the_fresh_machine_walk_reaches_ready_and_a_200_through_envoy(
+    keycloak: Keycloak, tmp_path: Path
+) -> None:
+    # README "On a fresh machine", on free ports instead of 8080, 9191, 8181, 8282 and 10000.
+    # (`keycloak` is only asked for so that the distribution is in the cache.)
+    keycloak_port = free_port()
+    demo = _start_demo(
+        tmp_path / "demo", "--keycloak", "--keycloak-port", str(keycloak_port), timeout_s=300
+    )
+    server: AuthzProcess | None = None
+    (tmp_path / "server").mkdir()
+    try:
+        issuer = f"http://127.0.0.1:{keycloak_port}/realms/demo"
+        assert demo.ports["issuer"] == issuer
+        assert "its configuration: " in demo.printed()
+        server = AuthzProcess.start(
+            EXAMPLE_CONFIG.read_text(encoding="utf-8"),
+            tmp_path / "server",
+            env={
+                "EXTAUTHZ_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+                "EXTAUTHZ__PROVIDER__ISSUER": issuer,
+                "EXTAUTHZ__SERVER__GRPC_LISTEN": "127.0.0.1:0",
+                "EXTAUTHZ__SERVER__HTTP_LISTEN": "127.0.0.1:0",
+                "EXTAUTHZ__SERVER__LOGOUT_LISTEN": "127.0.0.1:0",
+            },
+        )
+        ready = _poll_status(f"http://127.0.0.1:{server.http_port}/readyz", 200, 60)
+        maria = {"Authorization": f"Bearer {_password_grant(demo, 'maria')}"}
+        status, _, body = _http("GET", demo.url("/api/regions/europe/forms/1"), headers=maria)
+    finally:
+        if server is not None:
+            server.stop()
+        _stop(demo)
+
+    assert ready == 200
+    assert status == 200, body
+    assert json.loads(body)["headers"]["x-auth-roles"] == "manager:europe"
+
+
+def _poll_status(url: str, wanted: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    status = 0
+    while time.monotonic() < deadline:
+        status, _, _ = _http("GET", url)
+        if status == wanted:
+            break
+        time.sleep(0.2)
+    return status
 
 
 def test_keycloak_option_names_what_is_missing(tmp_path: Path) -> None:

@@ -59,16 +59,16 @@ def _free_port() -> int:
 
 
 class LocalKeycloak:
-    def __init__(self, cache_dir: Path, realm_file: Path) -> None:
+    def __init__(self, cache_dir: Path, realm_file: Path, http_port: int = 0) -> None:
         self._cache_dir = cache_dir
         self._realm_file = realm_file
-        self._http_port = _free_port()
+        self._http_port = http_port or _free_port()
         self._management_port = _free_port()
         self._workdir: Path | None = None
         self._process: asyncio.subprocess.Process | None = None
 
     @classmethod
-    def prepare(cls, environ: Mapping[str, str]) -> LocalKeycloak:
+    def prepare(cls, environ: Mapping[str, str], http_port: int = 0) -> LocalKeycloak:
         """Check the prerequisites up front, so the user hears at once what is missing."""
         cache_dir = _cache_dir(environ)
         missing = []
@@ -88,7 +88,7 @@ class LocalKeycloak:
             )
         if missing or realm_file is None:
             raise KeycloakUnavailable("missing " + "; ".join(missing))
-        return cls(cache_dir, realm_file)
+        return cls(cache_dir, realm_file, http_port)
 
     @staticmethod
     def _dist_zip(cache_dir: Path) -> Path:

@@ -29,6 +29,8 @@ from extauthz_server.app.demo.envoy import EnvoyNotFound, EnvoyProcess, find_env
 from extauthz_server.app.server import Server
 from extauthz_server.config.model import parse_config
 
+# Not 8080: that is where examples/config.yaml expects Keycloak (demo --keycloak-port 8080).
+DEFAULT_ENVOY_PORT = 10000
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_MISSING_PREREQUISITE = 2
@@ -91,12 +93,22 @@ def run_demo(argv: list[str]) -> int:
         "loopback, and print curl commands to try them.",
     )
     parser.add_argument(
-        "--port", type=int, default=8080, help="Envoy's listener port (0: any free port)"
+        "--port",
+        type=int,
+        default=DEFAULT_ENVOY_PORT,
+        help=f"Envoy's listener port (default {DEFAULT_ENVOY_PORT}; 0: any free port)",
     )
     parser.add_argument(
         "--keycloak",
         action="store_true",
         help="use a real Keycloak 26.7.3 (needs Java 17 and Maven) instead of the dev IdP",
+    )
+    parser.add_argument(
+        "--keycloak-port",
+        type=int,
+        default=0,
+        help="with --keycloak: Keycloak's port (default any free one; 8080 is where "
+        "examples/config.yaml expects it)",
     )
     parser.add_argument(
         "--opaque-tokens",
@@ -118,19 +130,20 @@ def run_demo(argv: list[str]) -> int:
     except EnvoyNotFound as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_MISSING_PREREQUISITE
-    if args.port and not _port_is_free(args.port):
-        print(
-            f"demo: port {args.port} is busy (something listens there already); choose another "
-            "with --port N, or --port 0 for any free port",
-            file=sys.stderr,
-        )
-        return EXIT_MISSING_PREREQUISITE
+    for port, option in ((args.port, "--port"), (args.keycloak_port, "--keycloak-port")):
+        if port and not _port_is_free(port):
+            print(
+                f"demo: port {port} is busy (something listens there already); choose another "
+                f"with {option} N, or {option} 0 for any free port",
+                file=sys.stderr,
+            )
+            return EXIT_MISSING_PREREQUISITE
     provider: IdentityProvider
     if args.keycloak:
         from extauthz_server.app.demo.keycloak import KeycloakUnavailable, LocalKeycloak
 
         try:
-            provider = LocalKeycloak.prepare(os.environ)
+            provider = LocalKeycloak.prepare(os.environ, args.keycloak_port)
         except KeycloakUnavailable as exc:
             print(f"demo: --keycloak: {exc}", file=sys.stderr)
             return EXIT_MISSING_PREREQUISITE
@@ -153,7 +166,10 @@ async def _run(provider: IdentityProvider, envoy_port: int, ports_file: Path | N
                 print("starting the identity provider…", flush=True)
                 await provider.start()
                 await upstream.start()
-                server = Server(parse_config(_server_config(provider.issuer), os.environ))
+                config_text = _server_config(provider.issuer)
+                config_path = Path(workdir) / "extauthz.yaml"
+                await asyncio.to_thread(config_path.write_text, config_text, "utf-8")
+                server = Server(parse_config(config_text, os.environ))
                 await server.start()
                 await _wait_until_ready(server)
                 envoy = EnvoyProcess(
@@ -175,7 +191,10 @@ async def _run(provider: IdentityProvider, envoy_port: int, ports_file: Path | N
                 }
                 if ports_file is not None:
                     await asyncio.to_thread(_write_atomically, ports_file, json.dumps(ports))
-                print(_instructions(envoy.listen_port, server.http_port, provider), flush=True)
+                print(
+                    _instructions(envoy.listen_port, server.http_port, provider, config_path),
+                    flush=True,
+                )
                 await stop.wait()
                 print("\nstopping…", flush=True)
                 return EXIT_OK
@@ -237,13 +256,16 @@ def _write_atomically(path: Path, text: str) -> None:
     staging.replace(path)
 
 
-def _instructions(envoy_port: int, http_port: int, provider: IdentityProvider) -> str:
+def _instructions(
+    envoy_port: int, http_port: int, provider: IdentityProvider, config_path: Path
+) -> str:
     base = f"http://127.0.0.1:{envoy_port}"
     extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
     lines = [
         "",
         f"Ready. Envoy: {base}   identity provider: {provider.issuer}",
         f"extauthz-server: /readyz on http://127.0.0.1:{http_port}/readyz",
+        f"its configuration: {config_path} (removed when the demo stops)",
         "",
         f"Get a token (users {', '.join(idp.USERS)}; password <name>-pw):",
         "",
