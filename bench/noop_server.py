@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from extauthz_server._proto.grpc.health.v1 import health_pb2_grpc
+from extauthz_server.edges.grpc_service import HealthServicer
 
 _OK = external_auth_pb2.CheckResponse()
 _OK.ok_response.SetInParent()
@@ -28,6 +30,8 @@ class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
 async def serve(port_file: Path) -> None:
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)  # type: ignore[no-untyped-call]
+    # grpc.health.v1 as our server has it: envoy/envoy.yaml health-checks the Check service.
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     await asyncio.to_thread(port_file.write_text, str(port))

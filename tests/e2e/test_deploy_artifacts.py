@@ -334,3 +334,15 @@ def test_realm_sends_web_app_logouts_to_the_extauthz_service(
     assert url.path == LOGOUT_PATH == "/backchannel-logout"
     assert web_app["frontchannelLogout"] is False
     assert web_app["attributes"]["backchannel.logout.session.required"] == "true"
+
+
+def test_sidecars_eject_a_failing_replica_of_the_service_they_ask() -> None:
+    rule = yaml.safe_load((ROOT / "deploy" / "istio" / "destination-rule.yaml").read_text())
+    mesh = yaml.safe_load((ROOT / "deploy" / "istio" / "mesh-config.yaml").read_text())
+    (provider,) = mesh["spec"]["meshConfig"]["extensionProviders"]
+
+    assert rule["kind"] == "DestinationRule"
+    assert rule["spec"]["host"] == provider["envoyExtAuthzGrpc"]["service"]
+    outlier = rule["spec"]["trafficPolicy"]["outlierDetection"]
+    assert outlier["consecutiveGatewayErrors"] == 1
+    assert outlier["maxEjectionPercent"] <= 50  # never eject every replica

@@ -49,11 +49,25 @@ def test_deployment_config_fails_closed() -> None:
     ext_authz = _ext_authz(load_deployment_config())
     assert ext_authz["failure_mode_allow"] is False
     assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
-    assert ext_authz["grpc_service"] == {
-        "envoy_grpc": {"cluster_name": "extauthz"},
-        "timeout": "0.25s",
+    service = ext_authz["grpc_service"]
+    assert (service["envoy_grpc"], service["timeout"]) == ({"cluster_name": "extauthz"}, "0.25s")
+    # Retried only where no Check ran to an answer: never on a deny.
+    assert set(service["retry_policy"]["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "unavailable",
     }
     assert "with_request_body" not in ext_authz
+
+
+def test_a_dead_replica_leaves_the_rotation_by_health_check_and_outlier_detection() -> None:
+    clusters = {c["name"]: c for c in load_deployment_config()["static_resources"]["clusters"]}
+    extauthz = clusters["extauthz"]
+
+    (check,) = extauthz["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": "envoy.service.auth.v3.Authorization"}
+    assert extauthz["outlier_detection"]["consecutive_gateway_failure"] == 1
 
 
 def test_http_deployment_config_fails_closed_and_passes_only_identity_headers_upstream() -> None:
@@ -75,7 +89,7 @@ def test_loopback_variant_changes_only_addresses_and_timeout() -> None:
     rendered = render_loopback_config(ext_authz_port=1, upstream_port=2, timeout_s=0.5)
     assert _ext_authz(rendered) == {
         **_ext_authz(deployed),
-        "grpc_service": {"envoy_grpc": {"cluster_name": "extauthz"}, "timeout": "0.500s"},
+        "grpc_service": {**_ext_authz(deployed)["grpc_service"], "timeout": "0.500s"},
     }
     (listener,) = rendered["static_resources"]["listeners"]
     assert listener["address"] == {"socket_address": {"address": "127.0.0.1", "port_value": 0}}

@@ -78,15 +78,16 @@ def render_loopback_config(
     for name, port in (("app", upstream_port), ("extauthz", ext_authz_port)):
         if name not in clusters:
             raise ValueError(f"{source}: no cluster named {name!r}")
-        _point_cluster_at_loopback(clusters[name], port)
+        point_cluster_at_loopback(clusters[name], port)
 
     if timeout_s is not None:
         _ext_authz_filter(config, source)["grpc_service"]["timeout"] = f"{timeout_s:.3f}s"
     return config
 
 
-def _point_cluster_at_loopback(cluster: dict[str, Any], port: int) -> None:
-    # STATIC: no DNS lookups in tests, and the endpoint is known before the first request.
+def point_cluster_at_loopback(cluster: dict[str, Any], *ports: int) -> None:
+    """One endpoint per port on loopback. STATIC: no DNS lookups in tests, and the endpoints
+    are known before the first request."""
     cluster["type"] = "STATIC"
     cluster["load_assignment"]["endpoints"] = [
         {
@@ -96,6 +97,7 @@ def _point_cluster_at_loopback(cluster: dict[str, Any], port: int) -> None:
                         "address": {"socket_address": {"address": LOOPBACK, "port_value": port}}
                     }
                 }
+                for port in ports
             ]
         }
     ]
@@ -172,16 +174,21 @@ def start_envoy(
     source: Path = ENVOY_YAML,
 ) -> EnvoyProcess:
     """Render the loopback config into `workdir`, start Envoy and wait for admin `/ready`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(
-        render_loopback_config(
-            ext_authz_port=ext_authz_port,
-            upstream_port=upstream_port,
-            timeout_s=timeout_s,
-            source=source,
-        ),
-        workdir / "envoy.json",
+    config = render_loopback_config(
+        ext_authz_port=ext_authz_port,
+        upstream_port=upstream_port,
+        timeout_s=timeout_s,
+        source=source,
     )
+    return run_envoy(config, workdir, ready_timeout_s)
+
+
+def run_envoy(
+    config: dict[str, Any], workdir: Path, ready_timeout_s: float = _READY_TIMEOUT_S
+) -> EnvoyProcess:
+    """Start Envoy on a config already rendered, and wait for admin `/ready`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(config, workdir / "envoy.json")
     admin_address_path = workdir / "admin_address"
     log_path = workdir / "envoy.log"
     argv = [
