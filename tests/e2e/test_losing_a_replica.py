@@ -1,6 +1,6 @@
-"""Two replicas behind real Envoy (envoy/envoy.yaml: gRPC health checks, outlier detection, a
-retry policy on the Check), one killed under load: the clients barely notice, and no request
-without an identity is ever let through."""
+"""Two replicas behind real Envoy (envoy/envoy.yaml: gRPC health checks and outlier
+detection), one killed under load: the clients barely notice, and no request without an
+identity is ever let through."""
 
 from __future__ import annotations
 

@@ -47,26 +47,7 @@ def ext_authz_filter() -> dict[str, Any]:
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": "extauthz"},
-                "timeout": "0.25s",
-                # As envoy/envoy.yaml: a Check a dead replica took with it is asked again.
-                "retry_policy": {
-                    "retry_on": "connect-failure,refused-stream,reset,unavailable",
-                    "num_retries": 2,
-                    "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
-                    "retry_host_predicate": [
-                        {
-                            "name": "envoy.retry_host_predicates.previous_hosts",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.retry.host"
-                                ".previous_hosts.v3.PreviousHostsPredicate"
-                            },
-                        }
-                    ],
-                    "host_selection_retry_max_attempts": 3,
-                },
-            },
+            "grpc_service": {"envoy_grpc": {"cluster_name": "extauthz"}, "timeout": "0.25s"},
             # Fail closed: an authorizer that is down or slow is a 503, never an allow.
             "failure_mode_allow": False,
             "status_on_error": {"code": "ServiceUnavailable"},
