@@ -170,8 +170,19 @@ def _measure_http(
     run = wrk.run(url, headers, duration_s=settings.duration_s, **options)
     cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
     # wrk counts every answer that is not 2xx/3xx as an error: a deny is one.
+    return _wrk_result("http", row, run, settings, cpu)
+
+
+def _wrk_result(
+    section: str,
+    row: str,
+    run: wrk.WrkRun,
+    settings: Settings,
+    cpu: float | None,
+    notes: list[str] | None = None,
+) -> Result:
     return Result(
-        section="http",
+        section=section,
         row=row,
         clients=settings.wrk_connections,
         requests=run.requests,
@@ -181,6 +192,7 @@ def _measure_http(
         p99_ms=run.p99_ms,
         errors=run.errors,
         server_cpu=cpu,
+        notes=notes or [],
     )
 
 
@@ -222,19 +234,7 @@ def _measure_envoy(
         stats_after = envoy_variants.ext_authz_stats(envoy)
     finally:
         envoy.stop()
-    result = Result(
-        section="envoy",
-        row=row,
-        clients=settings.wrk_connections,
-        requests=run.requests,
-        duration_s=run.duration_s,
-        rps=run.rps,
-        p50_ms=run.p50_ms,
-        p99_ms=run.p99_ms,
-        errors=run.errors,
-        server_cpu=cpu,
-        notes=notes,
-    )
+    result = _wrk_result("envoy", row, run, settings, cpu, notes)
     if ext_authz_port is not None:
         delta = {k: v - stats_before.get(k, 0) for k, v in stats_after.items()}
         bad = sum(v for k, v in delta.items() if k != "ok")

@@ -16,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.net import free_port
+from tests.support.net import free_port, stop_process
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_SIZE = 3
@@ -113,16 +113,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM, a bounded wait, then SIGKILL. Idempotent."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait(timeout=_STOP_TIMEOUT_S)
+        if self._process is not None:
+            stop_process(self._process, _STOP_TIMEOUT_S)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown, clients see their connections drop."""
