@@ -13,7 +13,7 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -136,24 +136,18 @@ class UmaDecisions:
     ) -> PermissionAnswer:
         if self._settings.mode is PermissionMode.PERMISSIONS:
             subject = _ALL_PERMISSIONS
-
-            def ask(budget: float) -> Awaitable[Verdict]:
-                return self._ask(budget, lambda endpoint: self._permissions(endpoint, token))
-
         else:
             subject = f"uri:{query.pair}" if query.by_uri else f"name:{query.pair}"
-
-            def ask(budget: float) -> Awaitable[Verdict]:
-                return self._ask(budget, lambda endpoint: self._decision(endpoint, token, query))
-
-        verdict = await self._verdict((token_digest(token), subject), identity, ask, timeout_s)
+        key = (token_digest(token), subject)
+        verdict = await self._verdict(key, identity, token, query, timeout_s)
         return _answer(verdict, query)
 
     async def _verdict(
         self,
         key: DecisionKey,
         identity: Identity,
-        ask: Callable[[float], Awaitable[Verdict]],
+        token: str,
+        query: PermissionQuery,
         timeout_s: float,
     ) -> Verdict:
         kept = self._kept.get(key)
@@ -169,7 +163,7 @@ class UmaDecisions:
         try:
             verdict, joined = await self._flight.run(
                 key,
-                lambda: ask(budget),
+                lambda: self._ask(budget, token, query),
                 time.monotonic() + budget,
                 lambda: ProviderUnavailable("timed out waiting for a UMA answer"),
             )
@@ -236,14 +230,19 @@ class UmaDecisions:
             )
         return verdict
 
-    async def _ask(self, budget: float, call: Callable[[str], Awaitable[Verdict]]) -> Verdict:
+    async def _ask(self, budget: float, token: str, query: PermissionQuery) -> Verdict:
+        """One call to Keycloak, in the configured mode, behind the circuit breaker."""
         if not self._breaker.allow():
             self.outcomes["short_circuited"] += 1
             raise ProviderUnavailable("UMA grant: circuit open after repeated failures")
         self.calls += 1
         try:
             async with asyncio.timeout(budget):
-                verdict = await call(await self._endpoints.token_endpoint(budget))
+                endpoint = await self._endpoints.token_endpoint(budget)
+                if self._settings.mode is PermissionMode.PERMISSIONS:
+                    verdict = await self._permissions(endpoint, token)
+                else:
+                    verdict = await self._decision(endpoint, token, query)
         except TimeoutError as exc:
             self.outcomes["failed"] += 1
             if budget < self._settings.timeout_s:
