@@ -1,10 +1,13 @@
 """What every edge needs to answer a check: the Authorizer and its denials, the time a check
-may take when the proxy sets none, and where each decision is counted and audited."""
+may take when the proxy sets none, and where each decision is counted and audited; and the
+answers an edge prepares once for the allows the Authorizer hands back again and again."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from extauthz_server.cache.resolver import lookup_level
 from extauthz_server.core.authorizer import Authorizer
@@ -27,3 +30,31 @@ class Checking:
         elapsed = time.perf_counter() - started
         self.metrics.record_decision(decision, elapsed)
         self.auditor.record(request, decision, elapsed, lookup_level.get())
+
+
+T = TypeVar("T")
+
+
+class PreparedAnswers(Generic[T]):
+    """An edge's answer to an allow, built once per Decision object: the Authorizer hands the
+    same object back for a remembered allow. Keyed by identity (the object is checked, not
+    only its id, which a new object may reuse) and cleared past the Authorizer's memo size."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self._authorizer = authorizer
+        self._answers: dict[tuple[int, Hashable], tuple[Decision, T]] = {}
+
+    def answer(self, decision: Decision, build: Callable[[], T], form: Hashable = None) -> T:
+        """`build()`'s answer; for an allow, the one built before for this decision (and
+        `form`, when an edge answers one decision in several forms)."""
+        if not decision.allowed:
+            return build()
+        key = (id(decision), form)
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] is decision:
+            return kept[1]
+        answer = build()
+        if len(self._answers) >= self._authorizer.settings.decision_memo_size:
+            self._answers.clear()
+        self._answers[key] = (decision, answer)
+        return answer

@@ -19,7 +19,7 @@ from extauthz_server._proto.google.rpc import status_pb2
 from extauthz_server._proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 from extauthz_server.core.decision import Decision, Header, Reason
 from extauthz_server.core.request import AuthRequest
-from extauthz_server.edges.checking import Checking
+from extauthz_server.edges.checking import Checking, PreparedAnswers
 from extauthz_server.ops.tracing import NoTracing, Tracing
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         self._checking = checking
         self._tracing = tracing
         # Responses prepared for reused Decision objects (see Authorizer's allow memo).
-        self._responses: dict[int, tuple[Decision, external_auth_pb2.CheckResponse]] = {}
+        self._responses: PreparedAnswers[external_auth_pb2.CheckResponse] = PreparedAnswers(
+            checking.authorizer
+        )
         # With tracing off the Check path does not even enter a no-op context manager.
         self._traced = not isinstance(tracing, NoTracing)
         self._authorizer = checking.authorizer
@@ -132,16 +134,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return self._internal_error
 
     def _response_for(self, decision: Decision) -> external_auth_pb2.CheckResponse:
-        if not decision.allowed:
-            return to_check_response(decision)
-        prepared = self._responses.get(id(decision))
-        if prepared is not None and prepared[0] is decision:
-            return prepared[1]
-        response = to_check_response(decision)
-        if len(self._responses) >= self._authorizer.settings.decision_memo_size:
-            self._responses.clear()
-        self._responses[id(decision)] = (decision, response)
-        return response
+        return self._responses.answer(decision, lambda: to_check_response(decision))
 
     async def _traced_check(
         self, request: AuthRequest, context: grpc.aio.ServicerContext

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from extauthz_server.core.decision import Decision, Reason
 from extauthz_server.core.request import AuthRequest
-from extauthz_server.edges.checking import Checking
+from extauthz_server.edges.checking import Checking, PreparedAnswers
 from extauthz_server.edges.http_server import HttpAnswer, HttpRequest
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ class HttpAuthzService:
 
     def __init__(self, checking: Checking) -> None:
         self._checking = checking
-        # Answers prepared for reused Decision objects (the Authorizer's remembered allows).
-        self._answers: dict[tuple[int, bool], tuple[Decision, HttpAnswer]] = {}
+        self._answers: PreparedAnswers[HttpAnswer] = PreparedAnswers(checking.authorizer)
 
     async def handle(self, request: HttpRequest) -> HttpAnswer:
         started = time.perf_counter()
@@ -160,20 +159,15 @@ class HttpAuthzService:
         return self._answer_for(decision, envoy)
 
     def _answer_for(self, decision: Decision, envoy: bool) -> HttpAnswer:
-        if decision.allowed:
-            kept = self._answers.get((id(decision), envoy))
-            if kept is not None and kept[0] is decision:
-                return kept[1]
-        answer = HttpAnswer(
-            decision.status,
-            tuple(response_headers(decision, envoy=envoy)),
-            decision.body.encode(),
+        return self._answers.answer(
+            decision,
+            lambda: HttpAnswer(
+                decision.status,
+                tuple(response_headers(decision, envoy=envoy)),
+                decision.body.encode(),
+            ),
+            form=envoy,
         )
-        if decision.allowed:
-            if len(self._answers) >= self._checking.authorizer.settings.decision_memo_size:
-                self._answers.clear()
-            self._answers[(id(decision), envoy)] = (decision, answer)
-        return answer
 
 
 _NOT_AN_AUTHZ_PATH = HttpAnswer(
