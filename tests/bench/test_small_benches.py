@@ -16,16 +16,20 @@ from tests.support.keycloak import Keycloak
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_every_route_count_gets_a_row() -> None:
-    command = ["-m", "bench.routes", "--sizes", "10,400", "--lookups", "50", "--rounds", "2"]
-    result = subprocess.run(
-        [sys.executable, *command],
+def run_bench(module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <arguments>` from the repository, as its README line says."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_every_route_count_gets_a_row() -> None:
+    result = run_bench("bench.routes", "--sizes", "10,400", "--lookups", "50", "--rounds", "2")
 
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:3]]
@@ -34,15 +38,7 @@ def test_every_route_count_gets_a_row() -> None:
 
 
 def test_the_decision_overhead_bench_runs_with_one_keycloak_call() -> None:
-    command = ["-m", "bench.decision_overhead", "--calls", "200", "--rounds", "2"]
-    result = subprocess.run(
-        [sys.executable, *command],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_bench("bench.decision_overhead", "--calls", "200", "--rounds", "2")
 
     assert result.returncode == 0, result.stderr
     assert "added by the cached decision" in result.stdout
@@ -51,14 +47,8 @@ def test_the_decision_overhead_bench_runs_with_one_keycloak_call() -> None:
 
 @pytest.mark.keycloak
 def test_the_cold_decision_bench_asks_keycloak_for_every_check(keycloak: Keycloak) -> None:
-    command = ["-m", "bench.cold_decision", "--calls", "5", "--rounds", "1"]
-    result = subprocess.run(
-        [sys.executable, *command, "--base-url", keycloak.base_url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_bench(
+        "bench.cold_decision", "--calls", "5", "--rounds", "1", "--base-url", keycloak.base_url
     )
 
     assert result.returncode == 0, result.stderr
