@@ -85,12 +85,18 @@ def wait_for_port(port: int, *, timeout_s: float, host: str = "127.0.0.1") -> No
     """Wait until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if _accepts_connections(host, port):
+            return
+        time.sleep(0.1)
     raise TimeoutError(f"{host}:{port} not accepting connections after {timeout_s:.0f}s")
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class TcpForwarder:
@@ -147,11 +153,9 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, timeout_s: f
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.05)
+        if _accepts_connections("127.0.0.1", port):
+            return True
+        time.sleep(0.05)
     return False
 
 
