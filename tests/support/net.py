@@ -81,16 +81,6 @@ def wait_for_http(url: str, *, timeout_s: float, expect_status: int = 200) -> No
     raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s: {last_problem}")
 
 
-def wait_for_port(port: int, *, timeout_s: float, host: str = "127.0.0.1") -> None:
-    """Wait until something accepts TCP connections on host:port."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _accepts_connections(host, port):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{host}:{port} not accepting connections after {timeout_s:.0f}s")
-
-
 def _accepts_connections(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
