@@ -21,6 +21,7 @@ from extauthz_server.config.identity_token import parse_identity_token
 from extauthz_server.config.providers import ProviderConfig, parse_providers
 from extauthz_server.config.reader import EnvValue, Section, optional_secret, secret_key_path
 from extauthz_server.config.routes import ProviderNames, parse_policy
+from extauthz_server.config.tls import TlsConfig, parse_tls
 from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.core.headers import HeaderNames
 from extauthz_server.core.identity_token import IdentityTokenSettings
@@ -60,6 +61,9 @@ class ServerConfig:
     workers: int = 1
     # "asyncio", or "uvloop" (the `fast` extra).
     event_loop: str = "asyncio"
+    # TLS (mutual with a client CA) on the gRPC and HTTP authorization listeners; None:
+    # plaintext. The ops and logout listeners stay plaintext.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +189,7 @@ def _interpolate(value: object, environ: Mapping[str, str], path: str) -> object
 
 
 def _build(top: Section, base_dir: Path) -> Config:
-    server = _server(top.section("server"))
+    server = _server(top.section("server"), base_dir)
     roles = top.section("roles")
     providers = parse_providers(top, base_dir, roles.string_list("claims", DEFAULT_ROLE_CLAIMS))
     if server.logout_listen is not None and not any(p.logout_audiences for p in providers):
@@ -259,7 +263,7 @@ def _event_loop(section: Section) -> str:
     return name
 
 
-def _server(section: Section) -> ServerConfig:
+def _server(section: Section, base_dir: Path) -> ServerConfig:
     defaults = ServerConfig()
     server = ServerConfig(
         grpc_listen=_listen_address(section, "grpc_listen", defaults.grpc_listen),
@@ -272,6 +276,7 @@ def _server(section: Section) -> ServerConfig:
         ),
         workers=section.integer("workers", 1, 1, 64),
         event_loop=_event_loop(section),
+        tls=parse_tls(section, base_dir),
     )
     if server.workers > 1:
         for name, address in (
