@@ -15,6 +15,7 @@ import grpc
 from aiohttp import web
 
 from extauthz_server.app.provider_runtime import ProviderRuntime, start_provider
+from extauthz_server.app.tls import ListenerTls
 from extauthz_server.cache.local_cache import LocalIdentityCache
 from extauthz_server.cache.redis_cache import RedisCache
 from extauthz_server.cache.resolver import IdentityResolver
@@ -44,6 +45,14 @@ def _split_listen(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _tls_mode(config: Config) -> str | None:
+    """What the gRPC and HTTP authorization listeners speak, for the `serving` line."""
+    tls = config.server.tls
+    if tls is None:
+        return None
+    return "mutual" if tls.mutual else "server"
+
+
 class Server:
     def __init__(
         self, config: Config, *, reuse_port: bool = False, tracing: Tracing | None = None
@@ -64,6 +73,8 @@ class Server:
         # The back-channel logout listener's port; 0 while logouts are on http_listen.
         self.logout_port = 0
         self._http_authz: HttpServer | None = None
+        # TLS on the gRPC and HTTP authorization listeners (server.tls); None: plaintext.
+        self.tls: ListenerTls | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self.providers: list[ProviderRuntime] = []
@@ -115,7 +126,10 @@ class Server:
 
     def reload(self, config_path: Path) -> bool:
         """Apply the routes, role mapping, header names and realm of the file at once, or
-        keep the configuration in force when the file does not validate."""
+        keep the configuration in force when the file does not validate. The TLS files in
+        force are read again either way (`ListenerTls.reload`); the result is the file's."""
+        if self.tls is not None:
+            self.tls.reload()
         try:
             new = load_config(config_path, os.environ)
         except ConfigError as exc:
@@ -151,6 +165,9 @@ class Server:
     async def start(self) -> None:
         config = self.config
         provider = config.provider
+        if config.server.tls is not None:
+            # First: files changed since the configuration was read stop the start here.
+            self.tls = ListenerTls(config.server.tls)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -183,7 +200,12 @@ class Server:
             options=[("grpc.so_reuseport", int(self._reuse_port))],
         )
         add_services(self._grpc, servicer, self._health)
-        self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
+        if self.tls is not None:
+            self.grpc_port = self._grpc.add_secure_port(
+                config.server.grpc_listen, self.tls.grpc_credentials()
+            )
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(config.server.grpc_listen)
         await self._grpc.start()
 
         logout_providers = [p.logout() for p in self.providers if p.config.logout_audiences]
@@ -218,6 +240,7 @@ class Server:
                 "http_port": self.http_port,
                 "logout_port": self.logout_port or None,
                 "http_authz_port": self.http_authz_port or None,
+                "tls": _tls_mode(config),
                 "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
@@ -232,7 +255,12 @@ class Server:
     async def _start_http_authz(self, service: HttpAuthzService, listen: str) -> int:
         self._http_authz = HttpServer(service.handle)
         host, port = _split_listen(listen)
-        return await self._http_authz.start(host, port, reuse_port=self._reuse_port)
+        return await self._http_authz.start(
+            host,
+            port,
+            reuse_port=self._reuse_port,
+            tls=self.tls.http_context() if self.tls is not None else None,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight checks finish within the grace period, then close."""

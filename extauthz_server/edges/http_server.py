@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -88,13 +89,22 @@ class HttpServer:
     def connections(self) -> int:
         return len(self._connections)
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> int:
+        """Listen; with `tls`, over TLS (its context may move a handshake to a newer one)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self._handler, self),
             host,
             port,
             reuse_port=reuse_port or None,
+            ssl=tls,
         )
         return int(self._server.sockets[0].getsockname()[1])
 
