@@ -55,6 +55,26 @@ def start_standin(tokens: list[str]) -> KeycloakStandIn:
     return standin
 
 
+def server_config_text(
+    issuer: str,
+    *,
+    ttl_seconds: float,
+    cache: dict[str, Any] | None = None,
+    event_loop: str = "asyncio",
+    provider: dict[str, Any] | None = None,
+) -> str:
+    """Our server's configuration in the benchmark: one worker, audit lines off (one JSON
+    line per Check would dominate), its HTTP authorization listener on."""
+    return seed_config_text(
+        issuer,
+        ttl_seconds=ttl_seconds,
+        server={"workers": 1, "event_loop": event_loop, "http_authz_listen": "127.0.0.1:0"},
+        cache=cache,
+        provider=provider,
+        logging={"audit": False},
+    )
+
+
 def start_server(
     issuer: str,
     workdir: Path,
@@ -62,16 +82,12 @@ def start_server(
     ttl_seconds: float,
     cache: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
+    provider: dict[str, Any] | None = None,
 ) -> AuthzProcess:
-    """Our server, one worker, audit lines off (one JSON line per Check would dominate),
-    its HTTP authorization listener on."""
+    """Our server with the configuration of `server_config_text`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = seed_config_text(
-        issuer,
-        ttl_seconds=ttl_seconds,
-        server={"workers": 1, "event_loop": event_loop, "http_authz_listen": "127.0.0.1:0"},
-        cache=cache,
-        logging={"audit": False},
+    config = server_config_text(
+        issuer, ttl_seconds=ttl_seconds, cache=cache, event_loop=event_loop, provider=provider
     )
     return AuthzProcess.start(config, workdir)
 
@@ -123,6 +139,21 @@ def spawn_with_port_file(
             raise StackError(f"{what} did not start")
         time.sleep(0.05)
     return process, int(port_file.read_text())
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcTarget:
+    """One gRPC row: what h2load posts to which server, and how it is read."""
+
+    section: str
+    row: str
+    port: int
+    bodies: list[Path]  # one h2load client per body
+    pid: int  # whose CPU time is the row's srv CPU
+    # Our server, whose counters say where the identity came from and what was decided.
+    server: AuthzProcess | None = None
+    # Server and load generator on separate CPUs (bench/peer/cpus.py).
+    pinned: bool = False
 
 
 @dataclass(slots=True)
