@@ -29,11 +29,6 @@ class ListenerTls:
         self._lock = threading.Lock()
         self._grpc_pending: grpc.ServerCertificateConfiguration | None = None
 
-    @property
-    def files(self) -> TlsFiles:
-        """The files in use."""
-        return self._files
-
     def grpc_credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
             _grpc_configuration(self._files),
@@ -88,14 +83,14 @@ class ListenerTls:
             context.load_cert_chain(config.cert_file, config.key_file)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
-                f"{config.key}.cert_file", f"{config.cert_file}: refused by OpenSSL ({exc})"
+                f"{config.config_key}.cert_file", f"{config.cert_file}: refused by OpenSSL ({exc})"
             ) from None
         if files.client_ca is not None:
             try:
                 context.load_verify_locations(cadata=files.client_ca.decode("ascii", "replace"))
             except ssl.SSLError as exc:
                 raise ConfigError(
-                    f"{config.key}.client_ca_file",
+                    f"{config.config_key}.client_ca_file",
                     f"{config.client_ca_file}: refused by OpenSSL ({exc})",
                 ) from None
             context.verify_mode = ssl.CERT_REQUIRED

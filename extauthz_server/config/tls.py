@@ -28,14 +28,14 @@ def _utc_now() -> datetime.datetime:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """Where the PEM files are (resolved against the configuration file's folder); `key` is
-    the configuration key they were given at, for errors."""
+    """Where the PEM files are (resolved against the configuration file's folder);
+    `config_key` is the section they were given in, for errors."""
 
     cert_file: Path
     key_file: Path
     # Set: mutual TLS, and a client must present a certificate this CA signed.
     client_ca_file: Path | None = None
-    key: str = "server.tls"
+    config_key: str = "server.tls"
 
     @property
     def mutual(self) -> bool:
@@ -66,7 +66,7 @@ def parse_tls(section: Section, base_dir: Path, now: Clock = _utc_now) -> TlsCon
         client_ca_file=None
         if (ca := tls.optional_string("client_ca_file")) is None
         else base_dir / ca,
-        key=tls.path,
+        config_key=tls.path,
     )
     tls.finish()
     read_tls_files(config, now)
@@ -77,7 +77,7 @@ def read_tls_files(config: TlsConfig, now: Clock = _utc_now) -> TlsFiles:
     """Read and check the files: PEM certificates, an unencrypted PEM key that matches the
     first certificate, which is valid now."""
     cert_key, key_key, ca_key = (
-        f"{config.key}.{name}" for name in ("cert_file", "key_file", "client_ca_file")
+        f"{config.config_key}.{name}" for name in ("cert_file", "key_file", "client_ca_file")
     )
     cert_chain = _read(config.cert_file, cert_key)
     certificates = _certificates(cert_chain, config.cert_file, cert_key)

@@ -105,6 +105,8 @@ class HttpServer:
             port,
             reuse_port=reuse_port or None,
             ssl=tls,
+            # A handshake is bounded like a request, so no half-open connection lingers.
+            ssl_handshake_timeout=REQUEST_TIMEOUT_S if tls is not None else None,
         )
         return int(self._server.sockets[0].getsockname()[1])
 

@@ -4,6 +4,7 @@ an answer. Our real server on port 0, asked over gRPC and over HTTP as the proxi
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import aiohttp
 import grpc
 import pytest
 
+from extauthz_server.edges import http_server
+from extauthz_server.edges.http_server import HttpAnswer, HttpRequest, HttpServer
 from tests.integration.conftest import RunningAuthz, StartAuthz
 from tests.support.certificates import CertificateAuthority, Issued
 from tests.support.check_requests import call_check, check_request, upstream_headers
@@ -183,3 +186,33 @@ async def test_the_http_authorization_listener_refuses_other_clients_under_mutua
 
     with pytest.raises(aiohttp.ClientError):
         await ask_https(over_mutual_tls, https_context(ca, certificate))
+
+
+async def test_a_connection_that_never_completes_its_handshake_is_closed(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that connects and says nothing holds a socket no longer than a slow request.
+    monkeypatch.setattr(http_server, "REQUEST_TIMEOUT_S", 0.2)
+    served = ca.server()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served.cert_file, served.key_file)
+
+    async def answer(_request: HttpRequest) -> HttpAnswer:
+        return HttpAnswer(200)
+
+    server = HttpServer(answer)
+    port = await server.start("127.0.0.1", 0, tls=context)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await closed_by_server(reader)
+    finally:
+        writer.close()
+        await server.stop(1.0)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read() == b""
+    except ConnectionResetError:
+        return True
