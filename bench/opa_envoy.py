@@ -124,11 +124,14 @@ def _build(go: str, workdir: Path) -> None:
     partial.replace(workdir / BINARY_NAME)  # a half-written binary is never taken as cached
 
 
-def plugin_config(grpc_port: int, decision_path: str, jwt_cache_entries: int) -> dict[str, Any]:
+def plugin_config(grpc_port: int, decision_path: str) -> dict[str, Any]:
     """One envoy_ext_authz_grpc server on loopback; no decision logs (none are configured).
-    `jwt_cache_entries` > 0 turns on OPA's cache of io.jwt verifications (`io_jwt`), off
-    by default."""
-    config: dict[str, Any] = {
+
+    No JWT cache: OPA's `caching.inter_query_builtin_value_cache.named.io_jwt` is accepted,
+    but this plugin version hands its evaluations no value cache (the field it passes is
+    never set), so io.jwt verifications are not cached whatever it says.
+    """
+    return {
         "plugins": {
             PLUGIN_NAME: {
                 "addr": f"127.0.0.1:{grpc_port}",
@@ -138,13 +141,6 @@ def plugin_config(grpc_port: int, decision_path: str, jwt_cache_entries: int) ->
             }
         },
     }
-    if jwt_cache_entries > 0:
-        config["caching"] = {
-            "inter_query_builtin_value_cache": {
-                "named": {"io_jwt": {"max_num_entries": jwt_cache_entries}}
-            }
-        }
-    return config
 
 
 @dataclass(slots=True)
@@ -163,14 +159,13 @@ class OpaEnvoyProcess:
         policy_files: Sequence[Path],
         decision_path: str,
         data: dict[str, Any] | None = None,
-        jwt_cache_entries: int = 0,
         gomaxprocs: int = 1,
         pinning: Pinning,
     ) -> OpaEnvoyProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         grpc_port, http_port = free_port(), free_port()
         config_path = workdir / "opa-envoy.json"
-        config = plugin_config(grpc_port, decision_path, jwt_cache_entries)
+        config = plugin_config(grpc_port, decision_path)
         config_path.write_text(json.dumps(config, indent=2))
         loaded = [str(path) for path in policy_files]
         if data is not None:

@@ -73,7 +73,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             workdir / "opa",
             config,
             key.jwks_text(),
-            jwt_cache_entries=100,
             pinning=NO_PINNING,
         )
         started.append(same_job)
