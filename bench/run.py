@@ -1,10 +1,15 @@
 """Throughput and latency of extauthz-server beside its limits, in one run (issue #7).
 
     .venv/bin/python -m bench.run [--quick] [--duration S] [--levels 2,10,50] [--json out.json]
+        [--no-peers] [--chart out.svg]
 
 gRPC rows (h2load over h2c straight at the Check endpoint, concurrent sequential clients):
   Limit A: the no-op Check server (grpc.aio, one process); ours on an L1 hit; ours on an L2
   hit (Redis); ours cold (every Check introspects at the local provider stand-in).
+Pinned gRPC rows (server on CPU 0, h2load on CPU 1), real RS256 tokens:
+  Limit J: the no-op Check server; ours with the `jwt` strategy, L1 hit and cache off.
+  Limit: the OPA-Envoy plugin allowing all; the plugin doing our jwt job in Rego
+  (bench/peer/authz.rego). `--no-peers` leaves the OPA-Envoy rows out.
 HTTP rows (wrk straight at the HTTP authorization listener, `/envoy/<path>`):
   Limit H: a no-op HTTP server on the same stack (edges/http_server.py); ours on an L1 hit.
 End-to-end rows (wrk through a real Envoy whose only route is a direct_response):
@@ -16,6 +21,7 @@ See bench/README.md for the definitions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,8 +35,18 @@ from pathlib import Path
 
 from bench import envoy_variants, h2load, wrk
 from bench.check_bodies import CLIENT_HEADERS, REQUEST_PATH, jwt_shaped_token, write_body
-from bench.results import Result, format_table, median_round, percentile, set_ratios
+from bench.peer import lineup as peer
+from bench.peer.cpus import Pinning
+from bench.results import (
+    Result,
+    format_table,
+    median_round,
+    percentile,
+    set_ratios,
+    write_chart,
+)
 from bench.stack import (
+    GrpcTarget,
     NoopProcess,
     assert_allowed,
     cpu_seconds,
@@ -60,6 +76,7 @@ LIMIT_ROWS = {
     "grpc-uvloop": LIMIT_A_UVLOOP,
     "http": LIMIT_H,
     "envoy": LIMIT_B,
+    **peer.LIMIT_ROWS,
 }
 EXPECTED_ROLES = "creator"
 
@@ -79,9 +96,18 @@ class Settings:
     wrk_threads: int
     keep: bool = False
     rounds: int = 1
+    peers: bool = True  # the OPA-Envoy rows (built once if need be)
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
+@dataclass(slots=True)
+class Outcome:
+    results: list[Result]
+    # Said under the table: how the pinned rows were pinned, why peer rows are missing.
+    remarks: list[str]
+    failed: bool = False  # a peer decided differently from ours: its rows are not measured
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one level, short runs (CI smoke)")
     parser.add_argument("--duration", type=float, help="seconds measured per row (10; quick 2)")
@@ -92,6 +118,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--rounds", type=int, help="rounds of the gRPC rows (3; quick 1)")
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the OPA-Envoy rows (default: on, skipped with a message if it cannot be built)",
+    )
+    parser.add_argument("--chart", type=Path, help="also draw req/s and p99 per row (.svg, .png)")
     args = parser.parse_args(argv)
     levels = args.levels or ("10" if args.quick else "2,10,50")
     settings = Settings(
@@ -102,32 +135,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
         wrk_threads=args.wrk_threads,
         keep=args.keep,
         rounds=args.rounds or (1 if args.quick else 3),
+        peers=args.peers,
     )
     if min(settings.levels) < 2:
         parser.error("--levels: at least 2 clients (an L2 hit needs two tokens in flight)")
-    return settings, args.json
+    return settings, args.json, args.chart
 
 
 def _measure_grpc(
-    row: str,
-    port: int,
-    bodies: list[Path],
-    settings: Settings,
-    workdir: Path,
-    *,
-    pid: int,
-    server: AuthzProcess | None = None,
-    section: str = "grpc",
+    target: GrpcTarget, settings: Settings, workdir: Path, pinning: Pinning
 ) -> Result:
+    server, pid, bodies = target.server, target.pid, target.bodies
     before = scrape(server.http_port) if server else None
     cpu_before, started = cpu_seconds(pid), time.monotonic()
-    run = h2load.run_clients(
-        port, bodies, duration_s=settings.duration_s, warmup_s=settings.warmup_s, workdir=workdir
-    )
+    with pinning.clients() if target.pinned else contextlib.nullcontext():
+        run = h2load.run_clients(
+            target.port,
+            bodies,
+            duration_s=settings.duration_s,
+            warmup_s=settings.warmup_s,
+            workdir=workdir,
+        )
     cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
     result = Result(
-        section=section,
-        row=row,
+        section=target.section,
+        row=target.row,
         clients=len(bodies),
         requests=run.requests,
         duration_s=settings.duration_s,
@@ -245,7 +277,7 @@ def _measure_envoy(
     return result
 
 
-def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> list[Result]:
+def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> Outcome:
     tokens = [jwt_shaped_token(index) for index in range(max(settings.levels))]
     bodies = [write_body(workdir / f"check-{i}.grpc", token) for i, token in enumerate(tokens)]
     standin = start_standin(tokens)
@@ -254,6 +286,7 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
     noop_uvloop = NoopProcess.start(workdir / "noop-uvloop", event_loop="uvloop")
     noop_http = NoopProcess.start(workdir / "noop-http", over_http=True)
     servers: list[AuthzProcess] = []
+    lineup: peer.PeerLineup | None = None
     try:
         l1 = start_server(standin.issuer, workdir / "l1", ttl_seconds=3600)
         servers.append(l1)
@@ -274,23 +307,25 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
         for server in servers:
             for token in tokens:  # also puts every token's identity in Redis
                 assert_allowed(server.grpc_port, token, EXPECTED_ROLES)
+        lineup = peer.start_lineup(
+            workdir / "peer", max(settings.levels), peers=settings.peers, progress=progress
+        )
         results: list[Result] = []
         for level in settings.levels:
             one_token = [bodies[0]] * level
-            grpc_rows: list[tuple[str, str, int, list[Path], int, AuthzProcess | None]] = [
-                ("grpc", LIMIT_A, noop.grpc_port, one_token, noop.process.pid, None),
-                ("grpc", L1_HIT, l1.grpc_port, one_token, l1.process.pid, l1),
-                ("grpc", L2_HIT, l2.grpc_port, bodies[:level], l2.process.pid, l2),
-                ("grpc", COLD, cold.grpc_port, bodies[:level], cold.process.pid, cold),
-                (
+            grpc_rows = [
+                GrpcTarget("grpc", LIMIT_A, noop.grpc_port, one_token, noop.process.pid),
+                GrpcTarget("grpc", L1_HIT, l1.grpc_port, one_token, l1.process.pid, l1),
+                GrpcTarget("grpc", L2_HIT, l2.grpc_port, bodies[:level], l2.process.pid, l2),
+                GrpcTarget("grpc", COLD, cold.grpc_port, bodies[:level], cold.process.pid, cold),
+                GrpcTarget(
                     "grpc-uvloop",
                     LIMIT_A_UVLOOP,
                     noop_uvloop.grpc_port,
                     one_token,
                     noop_uvloop.process.pid,
-                    None,
                 ),
-                (
+                GrpcTarget(
                     "grpc-uvloop",
                     L1_HIT_UVLOOP,
                     l1_uvloop.grpc_port,
@@ -298,29 +333,19 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
                     l1_uvloop.process.pid,
                     l1_uvloop,
                 ),
+                *lineup.rows_for(level),
             ]
             # Rounds interleave the rows, so a burst of load from elsewhere on the shared
             # machine hits every row alike; each row keeps its median round.
-            rounds: dict[str, list[Result]] = {row: [] for _, row, *_ in grpc_rows}
+            rounds: dict[str, list[Result]] = {target.row: [] for target in grpc_rows}
             for round_index in range(settings.rounds):
-                for section, row, port, row_bodies, pid, target in grpc_rows:
-                    progress(f"gRPC  {row}, {level} clients, round {round_index + 1}")
-                    row_dir = (
-                        workdir / "h2load" / f"{level}-{round_index}-{len(rounds[row])}-{row[:2]}"
+                for index, target in enumerate(grpc_rows):
+                    progress(f"gRPC  {target.row}, {level} clients, round {round_index + 1}")
+                    row_dir = workdir / "h2load" / f"{level}-{round_index}-{index}"
+                    rounds[target.row].append(
+                        _measure_grpc(target, settings, row_dir, lineup.pinning)
                     )
-                    rounds[row].append(
-                        _measure_grpc(
-                            row,
-                            port,
-                            row_bodies,
-                            settings,
-                            row_dir,
-                            pid=pid,
-                            server=target,
-                            section=section,
-                        )
-                    )
-            sections = {row: section for section, row, *_ in grpc_rows}
+            sections = {target.row: target.section for target in grpc_rows}
             limits = {section: rounds[LIMIT_ROWS[section]] for section in set(sections.values())}
             results += [
                 _median_round_with_ratio(measured, limits[sections[row]])
@@ -361,10 +386,12 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
                     over_http=over_http,
                 )
             )
-        for server in servers:
+        for server in [*servers, *lineup.servers]:
             if errors := error_lines(server.log_lines()):
                 raise RuntimeError(f"server logged errors:\n{errors[:5]}")
     finally:
+        if lineup is not None:
+            lineup.stop()
         for server in servers:
             server.stop()
         noop.stop()
@@ -372,16 +399,21 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> l
         noop_http.stop()
         redis.stop()
     set_ratios(results, LIMIT_ROWS)
-    return results
+    remarks = [f"Pinned rows (J, ours jwt, OPA-Envoy): {lineup.pinning.describe()}."]
+    if lineup.opa:
+        remarks.append("OPA-Envoy: GOMAXPROCS=1 (as our server.workers: 1), decision logs off.")
+    remarks += [message for message in (lineup.skipped, lineup.failed) if message]
+    return Outcome(results, remarks, failed=lineup.failed is not None)
 
 
-def report(results: list[Result], settings: Settings) -> str:
+def report(results: list[Result], settings: Settings, remarks: Sequence[str] = ()) -> str:
     lines = [
         CONTENTION_NOTE.format(cpus=os.cpu_count()),
         f"Each row: {settings.duration_s:g} s measured after {settings.warmup_s:g} s warm-up "
         f"(wrk: 1 s); gRPC rows are N h2load clients of one stream each, HTTP and end-to-end "
         f"rows wrk -t{settings.wrk_threads} -c{settings.wrk_connections}.",
-        "x limit: req/s over the limit of the section at the same clients (A, A', H or B; "
+        "x limit: req/s over the limit of the section at the same clients (A, A', J, "
+        "OPA-Envoy allow-all, H or B; "
         f"gRPC and HTTP rows: the median of {settings.rounds} per-round ratios, each row "
         "showing its median round). srv CPU: cores used by the Check server (ours or the "
         "no-op) during the row.",
@@ -398,24 +430,29 @@ def report(results: list[Result], settings: Settings) -> str:
     notes = [f"{r.row} ({r.clients}): {'; '.join(r.notes)}" for r in results if r.notes]
     if notes:
         lines += ["", *notes]
+    if remarks:
+        lines += ["", *remarks]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, json_path = parse_args(argv)
+    settings, json_path, chart_path = parse_args(argv)
 
     def progress(message: str) -> None:
         print(f"… {message}", file=sys.stderr, flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-bench-"))
     try:
-        results = run(settings, workdir, progress)
+        outcome = run(settings, workdir, progress)
     finally:
         if settings.keep:
             progress(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(report(results, settings))
+    results = outcome.results
+    print(report(results, settings, outcome.remarks))
+    if chart_path is not None:
+        progress(write_chart(results, chart_path))
     if json_path is not None:
         document = {
             "settings": {
@@ -425,12 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "wrk_connections": settings.wrk_connections,
                 "wrk_threads": settings.wrk_threads,
                 "cpus": os.cpu_count(),
+                "peers": settings.peers,
             },
+            "remarks": outcome.remarks,
             "results": [result.as_json() for result in results],
         }
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     errors = sum(result.errors for result in results)
-    return 1 if errors else 0
+    return 1 if errors or outcome.failed else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The benchmark harness runs end to end (`python -m bench.run --quick`) and reports every row
-with traffic and without errors. Speed is not asserted: CI machines vary too much."""
+with traffic and without errors. Speed is not asserted: CI machines vary too much. The
+OPA-Envoy rows are left out (`--no-peers`): CI does not build Go, and
+test_peer_decisions.py checks the peer's decisions."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.peer.lineup import JWT_CACHE_OFF, JWT_L1_HIT, LIMIT_J
 from bench.run import (
     COLD,
     ENVOY_NOOP,
@@ -39,6 +42,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
             pytest.fail(f"no {tool} on PATH: install the Debian package {package} (.ci/run does)")
     json_path = tmp_path_factory.mktemp("bench") / "bench.json"
     argv = [sys.executable, "-m", "bench.run", "--quick", "--duration", "1", "--warmup", "0.5"]
+    argv.append("--no-peers")
     completed = subprocess.run(
         [*argv, "--json", str(json_path)],
         cwd=REPO,
@@ -64,12 +68,14 @@ def test_every_row_is_measured_and_printed(quick_run: tuple[str, dict[str, objec
     expected = (
         {("grpc", row) for row in (LIMIT_A, L1_HIT, L2_HIT, COLD)}
         | {("grpc-uvloop", row) for row in (LIMIT_A_UVLOOP, L1_HIT_UVLOOP)}
+        | {("jwt", row) for row in (LIMIT_J, JWT_L1_HIT, JWT_CACHE_OFF)}
         | {("http", row) for row in (LIMIT_H, HTTP_L1_HIT)}
         | {("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_OURS_HTTP, ENVOY_NOOP)}
     )
     assert rows == expected
     for _, row in expected:
         assert row in table
+    assert "OPA-Envoy rows skipped: --no-peers" in table
 
 
 def test_every_row_has_throughput_and_no_errors(
@@ -90,6 +96,9 @@ def test_rows_are_served_as_defined(quick_run: tuple[str, dict[str, object]]) ->
     assert served[L1_HIT] == "L1 100%"
     assert served[L1_HIT_UVLOOP] == "L1 100%"
     assert served[COLD] == "provider 100%"
+    # The jwt strategy's "provider" is the token's own signature, verified here.
+    assert served[JWT_L1_HIT] == "L1 100%"
+    assert served[JWT_CACHE_OFF] == "provider 100%"
     # L2 is mostly L2: a Redis call slower than cache.redis_timeout_ms on a loaded machine
     # sends the next second to the provider, which the row then reports.
     assert "L2" in str(served[L2_HIT])
@@ -99,5 +108,5 @@ def test_ratios_are_set_against_the_limit_of_each_section(
     quick_run: tuple[str, dict[str, object]],
 ) -> None:
     ratios = {r["row"]: r["ratio"] for r in _results(quick_run[1])}
-    assert ratios[LIMIT_A] == ratios[LIMIT_A_UVLOOP] == ratios[LIMIT_B] == 1.0
+    assert ratios[LIMIT_A] == ratios[LIMIT_A_UVLOOP] == ratios[LIMIT_J] == ratios[LIMIT_B] == 1.0
     assert all(isinstance(ratio, float) and ratio > 0 for ratio in ratios.values())
