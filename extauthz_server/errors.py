@@ -6,7 +6,8 @@ ExtAuthzError
 │   ├── ProviderUnavailable      timeout, connection error, 5xx, malformed body
 │   │   └── PermissionsUnavailable   the permissions API (or its token) gave no answer
 │   └── ProviderRejectedClient   the provider refused *our* client credentials
-└── CacheError               a cache backend failed (caught inside the cache modules)
+├── CacheError               a cache backend failed (caught inside the cache modules)
+└── ReplayCheckUnavailable   a DPoP proof's jti cannot be checked for reuse (fails closed)
 """
 
 from __future__ import annotations
@@ -57,3 +58,10 @@ class ProviderRejectedClient(ProviderError):
 
 class CacheError(ExtAuthzError):
     code = "cache_error"
+
+
+class ReplayCheckUnavailable(ExtAuthzError):
+    """Whether a DPoP proof was used before cannot be told (the shared store does not answer,
+    or the in-process one is full): the request is refused, never let through."""
+
+    code = "replay_check_unavailable"

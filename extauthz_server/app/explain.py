@@ -29,7 +29,7 @@ from extauthz_server.core.permissions import PermissionSource
 from extauthz_server.core.policy import RouteMatch
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import ClaimPath
-from extauthz_server.core.tokens import BearerToken, extract_bearer
+from extauthz_server.core.tokens import AccessToken, extract_token
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.access_token import unverified_claims
 from extauthz_server.identity.discovery import EndpointSource
@@ -194,8 +194,8 @@ async def explain(
         explanation = await _run(settings, recording, request, timeout_s, permissions)
     if not isinstance(explanation.identity, Inactive):
         return explanation
-    token = extract_bearer(request.authorization, settings.max_token_bytes)
-    if not isinstance(token, BearerToken):
+    token = extract_token(request.authorization, settings.max_token_bytes)
+    if not isinstance(token, AccessToken):
         return explanation
     hints = inactive_hints(unverified_claims(token.value), config.providers, now)
     return dataclasses.replace(explanation, hints=hints)

@@ -19,9 +19,11 @@ from extauthz_server.app.tls import ListenerTls
 from extauthz_server.cache.local_cache import LocalIdentityCache
 from extauthz_server.cache.redis_cache import RedisCache
 from extauthz_server.cache.resolver import IdentityResolver
+from extauthz_server.cache.shared_replay import SharedReplayGuard
 from extauthz_server.config.model import Config, authorizer_settings, load_config
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Denials
+from extauthz_server.core.replay import LocalReplayGuard, ReplayGuard
 from extauthz_server.edges.checking import Checking
 from extauthz_server.edges.grpc_service import AuthorizationServicer, HealthServicer, add_services
 from extauthz_server.edges.http_app import build_http_app, build_logout_app
@@ -159,6 +161,13 @@ class Server:
         log.info("configuration reloaded", extra={"routes": len(new.policy.routes)})
         return True
 
+    def _replay_guard(self) -> ReplayGuard:
+        """DPoP proofs are single-use across replicas when they share Redis."""
+        shared = self.providers[0].shared if self.providers else None
+        if shared is not None:
+            return SharedReplayGuard(shared)
+        return LocalReplayGuard(self.config.sender.replay_max_entries)
+
     def is_ready(self) -> bool:
         return bool(self.providers) and all(p.ready for p in self.providers)
 
@@ -184,6 +193,8 @@ class Server:
             authorizer_settings(config),
             router,
             permissions=PermissionRouter(deciding) if deciding else None,
+            replay_guard=self._replay_guard(),
+            provider_of=router.provider_of,
         )
         checking = Checking(
             self.authorizer,
@@ -231,7 +242,8 @@ class Server:
             )
         if config.server.http_authz_listen is not None:
             self.http_authz_port = await self._start_http_authz(
-                HttpAuthzService(checking), config.server.http_authz_listen
+                HttpAuthzService(checking, config.sender.certificate_header),
+                config.server.http_authz_listen,
             )
         log.info(
             "serving",

@@ -11,10 +11,12 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.identity import Confirmation, Identity, Inactive
 from extauthz_server.core.secret import Secret
 
-FORMAT_VERSION = 1
+# 2: entries carry the token's binding (cnf); a version-1 entry, written before bindings
+# were read, may describe a bound token as a plain one, so it is never read.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,11 @@ def encode_entry(entry: CacheEntry) -> bytes:
         }
         if result.claims is not None:
             document["identity"]["claims"] = result.claims  # type: ignore[index]
+        if result.confirmation is not None:
+            document["identity"]["cnf"] = {  # type: ignore[index]
+                "jkt": result.confirmation.jkt,
+                "x5t#S256": result.confirmation.x5t_s256,
+            }
     # A strategy of one's own may hand over claims JSON cannot hold: they are written as text.
     return json.dumps(document, separators=(",", ":"), default=str).encode()
 
@@ -105,6 +112,7 @@ def decode_entry(data: bytes) -> CacheEntry:
             session_id=_optional(raw.get("sid")),
             audience=tuple(_texts(raw.get("aud", []))),
             claims=_claims(raw.get("claims")),
+            confirmation=_confirmation(raw.get("cnf")),
         )
         return CacheEntry(identity, fresh_until, stale_until)
     except EntryFormatError:
@@ -119,6 +127,17 @@ def _claims(value: object) -> dict[str, object] | None:
     if not isinstance(value, dict):
         raise EntryFormatError("claims are not an object")
     return value
+
+
+def _confirmation(value: object) -> Confirmation | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EntryFormatError("cnf is not an object")
+    jkt, x5t = _optional(value.get("jkt")), _optional(value.get("x5t#S256"))
+    if jkt is None and x5t is None:
+        raise EntryFormatError("cnf names no key")
+    return Confirmation(jkt=jkt, x5t_s256=x5t)
 
 
 def _text(value: object) -> str:

@@ -215,6 +215,17 @@ class RedisCache:
             if revoked:
                 await self._call("put", lambda: self._client.delete(key))
 
+    async def first_use(self, digest: bytes, window_s: float) -> bool | None:
+        """Whether `digest` (a DPoP proof's key and jti) is new to every replica: set if
+        absent, with the window as expiry, in one atomic command. None: Redis did not say."""
+        key = f"{self._namespace}:dpop:{digest.hex()}"
+        window_ms = max(1, int(window_s * 1000))
+
+        async def claim() -> bool:
+            return bool(await self._client.set(key, b"1", nx=True, px=window_ms))
+
+        return await self._call("dpop replay check", claim)
+
     async def get_decision(self, digest: bytes, subject: str) -> str | None:
         """The answer another process stored for this token and subject (what was asked of
         Keycloak Authorization Services), or None. Sealed over both, so a Redis writer can

@@ -11,7 +11,7 @@ import gc
 import importlib.util
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from extauthz_server.config.identity_token import parse_identity_token
 from extauthz_server.config.providers import ProviderConfig, parse_providers
 from extauthz_server.config.reader import EnvValue, Section, optional_secret, secret_key_path
 from extauthz_server.config.routes import ProviderNames, parse_policy
+from extauthz_server.config.sender import SenderConstraintsConfig, parse_sender_constraints
 from extauthz_server.config.tls import TlsConfig, parse_tls
 from extauthz_server.core.authorizer import ALLOWED_MEMO_SIZE, AuthorizerSettings
 from extauthz_server.core.headers import HeaderNames
@@ -97,6 +98,7 @@ class Config:
     tracing_enabled: bool = False
     tracing_service_name: str = "extauthz-server"
     identity_token: IdentityTokenSettings | None = None
+    sender: SenderConstraintsConfig = field(default_factory=SenderConstraintsConfig)
 
     @property
     def provider(self) -> ProviderConfig:
@@ -219,6 +221,7 @@ def _build(top: Section, base_dir: Path) -> Config:
     tracing_service_name = tracing.string("service_name", "extauthz-server")
     tracing.finish()
     policy = parse_policy(top, role_map, ProviderNames.of(providers))
+    sender = parse_sender_constraints(top.section("dpop"), top.section("mtls"))
     top.finish()
     return Config(
         server=server,
@@ -234,6 +237,7 @@ def _build(top: Section, base_dir: Path) -> Config:
         tracing_enabled=tracing_enabled,
         tracing_service_name=tracing_service_name,
         identity_token=identity_token,
+        sender=sender,
     )
 
 
@@ -390,4 +394,6 @@ def authorizer_settings(config: Config) -> AuthorizerSettings:
         provider_realms={provider.name: provider.realm for provider in config.providers},
         decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries),
         identity_token=config.identity_token,
+        dpop=config.sender.dpop,
+        dpop_required=frozenset(p.name for p in config.providers if p.dpop_required),
     )

@@ -65,6 +65,9 @@ class ProviderConfig:
     role_claims: tuple[ClaimPath, ...] = ()
     permissions: PermissionsSettings | None = None
     authorization_services: AuthorizationServicesSettings | None = None
+    # `dpop: required`: a plain Bearer token is refused; every token must come with a DPoP
+    # proof. `allowed` (the default): DPoP-bound tokens need their proof, others pass.
+    dpop_required: bool = False
     # Where it was configured ("provider" or "providers[i]"), to name its keys in errors.
     config_path: str = "provider"
 
@@ -167,6 +170,9 @@ def _provider(
     authorization_services = _authorization_services(
         section.section("authorization_services"), secret is not None
     )
+    dpop = section.string("dpop", "allowed")
+    if dpop not in ("allowed", "required"):
+        raise ConfigError(section.key("dpop"), f"expected allowed or required, got {dpop!r}")
     section.finish()
     return ProviderConfig(
         issuer=issuer,
@@ -186,6 +192,7 @@ def _provider(
         role_claims=role_claims,
         permissions=permissions,
         authorization_services=authorization_services,
+        dpop_required=dpop == "required",
         config_path=section.path,
     )
 

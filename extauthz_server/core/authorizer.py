@@ -6,6 +6,7 @@ The only async module of the core; it reaches the network solely through Identit
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 import time
@@ -13,8 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from extauthz_server.core.certificates import certificate_thumbprint
 from extauthz_server.core.conditions import ConditionResult, Outcome
 from extauthz_server.core.decision import Decision, Denials, Reason
+from extauthz_server.core.dpop import (
+    DpopProof,
+    DpopRules,
+    ProofProblem,
+    ProofVerifier,
+    request_uri,
+)
 from extauthz_server.core.headers import HeaderNames, upstream_headers
 from extauthz_server.core.identity import Identity, Inactive
 from extauthz_server.core.identity_token import (
@@ -25,11 +34,12 @@ from extauthz_server.core.identity_token import (
 from extauthz_server.core.paths import PathError, normalise_path
 from extauthz_server.core.permissions import PermissionAnswer, PermissionSource
 from extauthz_server.core.policy import Policy, RouteMatch
+from extauthz_server.core.replay import LocalReplayGuard, ReplayGuard
 from extauthz_server.core.request import AuthRequest
 from extauthz_server.core.roles import RoleMap
 from extauthz_server.core.routes import Route
-from extauthz_server.core.tokens import BearerToken, TokenProblem, extract_bearer
-from extauthz_server.errors import ProviderError, ProviderRejectedClient
+from extauthz_server.core.tokens import AccessToken, Scheme, TokenProblem, extract_token
+from extauthz_server.errors import ProviderError, ProviderRejectedClient, ReplayCheckUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,9 @@ class AuthorizerSettings:
     # client's copy is still removed, so a reload that renames or drops a header never lets
     # a forged one through.
     retired_headers: tuple[str, ...] = ()
+    # How DPoP proofs are checked, and the providers that take no plain Bearer token.
+    dpop: DpopRules = field(default_factory=DpopRules)
+    dpop_required: frozenset[str] = frozenset()
 
     @property
     def upstream_header_names(self) -> frozenset[str]:
@@ -92,6 +105,7 @@ class _State:
     # provider once a minute per kind of failure, not once per Check.
     condition_warnings: _Throttle
     provider_warnings: _Throttle
+    proofs: ProofVerifier
     # MemoKey → (that Identity, its Decision, the time until which the Decision's minted
     # token may be reused, or None when it carries none). The Identity is kept so a reused
     # id can never be mistaken for it.
@@ -101,14 +115,37 @@ class _State:
     def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
         token = settings.identity_token
         minter = IdentityTokenMinter(token) if token is not None else None
-        default = Denials(settings.realm)
-        by_realm = {settings.realm: default}
+        required = settings.dpop_required
+        algs = settings.dpop.algorithms
+        every_provider_requires = bool(required) and required >= set(settings.provider_realms)
+        default = Denials(
+            settings.realm,
+            dpop_algs=algs,
+            offer_dpop=bool(required),
+            offer_bearer=not every_provider_requires,
+        )
+        by_realm: dict[tuple[str, bool | None], Denials] = {(settings.realm, None): default}
         provider_denials = {
-            name: by_realm.setdefault(realm, Denials(realm))
+            name: by_realm.setdefault(
+                (realm, name in required),
+                Denials(
+                    realm,
+                    dpop_algs=algs,
+                    offer_dpop=name in required,
+                    offer_bearer=name not in required,
+                ),
+            )
             for name, realm in settings.provider_realms.items()
         }
         return cls(
-            settings, default, clock, minter, provider_denials, _Throttle(clock), _Throttle(clock)
+            settings,
+            default,
+            clock,
+            minter,
+            provider_denials,
+            _Throttle(clock),
+            _Throttle(clock),
+            ProofVerifier(settings.dpop),
         )
 
     def warn_unavailable(self, what: str, exc: ProviderError) -> None:
@@ -169,12 +206,18 @@ class Authorizer:
         clock: Callable[[], float] = time.time,
         *,
         permissions: PermissionSource | None = None,
+        replay_guard: ReplayGuard | None = None,
+        provider_of: Callable[[str], str | None] | None = None,
     ) -> None:
-        # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch.
+        # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch,
+        # and DPoP proofs an `iat`.
         self._clock = clock
         self._state = _State.of(settings, clock)
         self._source = source
         self._permissions = permissions
+        self._replay_guard = LocalReplayGuard() if replay_guard is None else replay_guard
+        # Which provider a token goes to, for `dpop: required` (the router knows).
+        self._provider_of = provider_of or self._sole_provider
 
     @property
     def settings(self) -> AuthorizerSettings:
@@ -194,6 +237,10 @@ class Authorizer:
         )
         self._state = _State.of(settings, self._clock)
 
+    def _sole_provider(self, _token: str) -> str | None:
+        names = self._state.settings.provider_realms
+        return next(iter(names)) if len(names) == 1 else None
+
     async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
         state = self._state
         settings, denials = state.settings, state.denials
@@ -206,13 +253,22 @@ class Authorizer:
             return denials.deny(Reason.NO_ROUTE)
         route = found.route
         denials = state.denials_for(route)
-        token = extract_bearer(request.authorization, settings.max_token_bytes)
+        token = extract_token(request.authorization, settings.max_token_bytes)
         if route.public:
-            return await self._check_public(state, found, token, timeout_s)
+            return await self._check_public(state, request, found, token, timeout_s)
         if token is TokenProblem.MISSING:
             return denials.deny(Reason.MISSING_TOKEN, route=route.name)
         if token is TokenProblem.MALFORMED:
             return denials.deny(Reason.MALFORMED_TOKEN, route=route.name)
+        dpop = token.scheme is Scheme.DPOP
+        proof: DpopProof | None = None
+        if dpop:
+            checked = self._check_proof(state, request, token.value)
+            if isinstance(checked, ProofProblem):
+                return _proof_denial(denials, route, checked)
+            proof = checked
+        elif settings.dpop_required and self._bearer_refused(settings, route, token.value):
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name, dpop=True)
         # Read only where Keycloak is asked twice (identity, then permission): one budget.
         started = self._clock() if route.permission is not None else 0.0
         try:
@@ -223,7 +279,11 @@ class Authorizer:
             state.warn_unavailable("identity provider", exc)
             return denials.deny(Reason.PROVIDER_UNAVAILABLE, route=route.name)
         if isinstance(identity, Inactive):
-            return denials.deny(Reason.INVALID_TOKEN, route=route.name)
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name, dpop=dpop)
+        if dpop or identity.confirmation is not None:
+            refused = await self._check_binding(state, denials, route, request, identity, proof)
+            if refused is not None:
+                return refused
         memo_key = _memo_key(identity, found)
         remembered = state.remembered(memo_key, identity)
         if remembered is not None:
@@ -290,7 +350,13 @@ class Authorizer:
         if answer is PermissionAnswer.GRANTED:
             return None, asked
         if answer is PermissionAnswer.TOKEN_INVALID:
-            return denials.deny(Reason.INVALID_TOKEN, route=route.name, permission=asked), asked
+            refused = denials.deny(
+                Reason.INVALID_TOKEN,
+                route=route.name,
+                permission=asked,
+                dpop=identity.confirmation is not None and identity.confirmation.jkt is not None,
+            )
+            return refused, asked
         if answer is PermissionAnswer.MISCONFIGURED:
             return refuse(Reason.PERMISSION_ERROR)
         return refuse(Reason.PERMISSION_DENIED)
@@ -313,24 +379,95 @@ class Authorizer:
                 )
         return _caller_denial(denials, reason, route, identity, roles)
 
+    def _check_proof(
+        self, state: _State, request: AuthRequest, token: str
+    ) -> DpopProof | ProofProblem:
+        """Everything about the proof that needs neither the token's binding nor the replay
+        store: checked before the provider is asked, so a bad proof costs no call."""
+        rules = state.settings.dpop
+        uri = request_uri(request.scheme, request.host, request.path, rules)
+        return state.proofs.verify(
+            request.headers.get("dpop"), request.method, uri, token, self._clock()
+        )
+
+    def _bearer_refused(self, settings: AuthorizerSettings, route: Route, token: str) -> bool:
+        """A Bearer token for a provider that requires DPoP (RFC 9449 §7.1)."""
+        provider = route.provider or self._provider_of(token)
+        return provider in settings.dpop_required
+
+    async def _check_binding(
+        self,
+        state: _State,
+        denials: Denials,
+        route: Route,
+        request: AuthRequest,
+        identity: Identity,
+        proof: DpopProof | None,
+    ) -> Decision | None:
+        """None when the token may be used by this caller: its DPoP key is the proof's, its
+        certificate the one the proxy saw, and the proof was not used before."""
+        bound = identity.confirmation
+        dpop = proof is not None
+        if proof is not None and (bound is None or bound.jkt is None):
+            # Keycloak too refuses an unbound token under the DPoP scheme.
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name, dpop=True)
+        if bound is not None and bound.jkt is not None:
+            if proof is None:
+                # A bound token presented as Bearer: a stolen token without its key.
+                return denials.deny(Reason.INVALID_TOKEN, route=route.name, dpop=True)
+            if proof.thumbprint != bound.jkt:
+                return _proof_denial(denials, route, ProofProblem.KEY_MISMATCH)
+        if (
+            bound is not None
+            and bound.x5t_s256 is not None
+            and certificate_thumbprint(request.client_certificate) != bound.x5t_s256
+        ):
+            return denials.deny(Reason.INVALID_TOKEN, route=route.name, dpop=dpop)
+        if proof is None:
+            return None
+        window_s = state.settings.dpop.replay_window_s
+        key = hashlib.sha256(f"{proof.thumbprint} {proof.jti}".encode()).digest()
+        try:
+            first = await self._replay_guard.first_use(key, self._clock(), window_s)
+        except ReplayCheckUnavailable as exc:
+            if state.provider_warnings.admit("dpop replay"):
+                log.warning("DPoP proofs refused: %s", exc)
+            return denials.deny(Reason.REPLAY_CHECK_UNAVAILABLE, route=route.name)
+        if not first:
+            return _proof_denial(denials, route, ProofProblem.REPLAYED)
+        return None
+
     async def _check_public(
         self,
         state: _State,
+        request: AuthRequest,
         found: RouteMatch,
-        token: BearerToken | TokenProblem,
+        token: AccessToken | TokenProblem,
         timeout_s: float,
     ) -> Decision:
         """A public route needs no token; a valid one still gets its identity headers."""
         settings, route = state.settings, found.route
-        if not isinstance(token, BearerToken):
-            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        anonymous = _allow(settings, Reason.PUBLIC, route, None, frozenset())
+        if not isinstance(token, AccessToken):
+            return anonymous
+        proof: DpopProof | None = None
+        if token.scheme is Scheme.DPOP:
+            checked = self._check_proof(state, request, token.value)
+            if isinstance(checked, ProofProblem):
+                return anonymous
+            proof = checked
         try:
             identity = await self._source.resolve(token.value, timeout_s, route.provider)
         except ProviderError as exc:
             state.warn_unavailable("identity provider (on a public route)", exc)
             identity = Inactive.NOT_ACTIVE
         if isinstance(identity, Inactive):
-            return _allow(settings, Reason.PUBLIC, route, None, frozenset())
+            return anonymous
+        if proof is not None or identity.confirmation is not None:
+            denials = state.denials_for(route)
+            if await self._check_binding(state, denials, route, request, identity, proof):
+                # The caller cannot prove the token is theirs: served as anyone would be.
+                return anonymous
         # Remembered like any allow, so a minted identity token is reused here too.
         memo_key = _memo_key(identity, found)
         remembered = state.remembered(memo_key, identity)
@@ -338,6 +475,12 @@ class Authorizer:
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
         return state.allow(memo_key, route, identity, roles, Reason.PUBLIC)
+
+
+def _proof_denial(denials: Denials, route: Route, problem: ProofProblem) -> Decision:
+    """401 invalid_dpop_proof; the audit line says what was wrong with the proof."""
+    decision = denials.deny(Reason.INVALID_DPOP_PROOF, route=route.name, dpop=True)
+    return dataclasses.replace(decision, metadata={**decision.metadata, "dpop": problem.value})
 
 
 def _caller_denial(

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from extauthz_server.core.dpop import PROOF_ALGORITHMS
+
 Header = tuple[str, str]
 
 
@@ -18,6 +20,7 @@ class Reason(StrEnum):
     MISSING_TOKEN = "missing_token"  # noqa: S105 - a reason code, not a secret
     MALFORMED_TOKEN = "malformed_token"  # noqa: S105
     INVALID_TOKEN = "invalid_token"  # noqa: S105
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"
     INSUFFICIENT_ROLE = "insufficient_role"
     CONDITION_FALSE = "condition_false"
     CONDITION_ERROR = "condition_error"
@@ -25,6 +28,7 @@ class Reason(StrEnum):
     PERMISSION_ERROR = "permission_error"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_REJECTED_CLIENT = "provider_rejected_client"
+    REPLAY_CHECK_UNAVAILABLE = "replay_check_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -69,6 +73,13 @@ _DENIALS: Mapping[Reason, _Denial] = {
     Reason.INVALID_TOKEN: _Denial(
         401, "invalid_token", "The access token is invalid or expired", "invalid_token", True
     ),
+    Reason.INVALID_DPOP_PROOF: _Denial(
+        401,
+        "invalid_dpop_proof",
+        "The DPoP proof is missing or invalid",
+        "invalid_dpop_proof",
+        True,
+    ),
     Reason.INSUFFICIENT_ROLE: _Denial(
         403,
         "insufficient_scope",
@@ -102,6 +113,9 @@ _DENIALS: Mapping[Reason, _Denial] = {
     Reason.PROVIDER_REJECTED_CLIENT: _Denial(
         503, "temporarily_unavailable", "The identity provider is unavailable", None, False
     ),
+    Reason.REPLAY_CHECK_UNAVAILABLE: _Denial(
+        503, "temporarily_unavailable", "The DPoP proof cannot be checked now", None, False
+    ),
     Reason.INTERNAL_ERROR: _Denial(
         503, "temporarily_unavailable", "Authorization failed; try again", None, False
     ),
@@ -113,15 +127,35 @@ def _quoted(value: str) -> str:
 
 
 class Denials:
-    """Deny decisions with bodies and challenges rendered once for the configured realm."""
+    """Deny decisions with bodies and challenges rendered once for the configured realm.
 
-    def __init__(self, realm: str) -> None:
+    A 401 challenges with the scheme the request used: a DPoP request gets a DPoP challenge
+    naming the proof algorithms (RFC 9449 §7.1). A request without a token is offered the
+    schemes that are accepted: Bearer, DPoP when `offer_dpop`, not Bearer when
+    `offer_bearer` is False (every provider behind this realm requires DPoP).
+    """
+
+    def __init__(
+        self,
+        realm: str,
+        *,
+        dpop_algs: frozenset[str] = PROOF_ALGORITHMS,
+        offer_dpop: bool = False,
+        offer_bearer: bool = True,
+    ) -> None:
         self._realm = realm
+        self._dpop_algs = " ".join(sorted(dpop_algs))
+        self._offered = (offer_bearer or not offer_dpop, offer_dpop)
         self._rendered: dict[Reason, tuple[tuple[Header, ...], str]] = {
             reason: self._render(denial) for reason, denial in _DENIALS.items()
         }
+        self._rendered_dpop: dict[Reason, tuple[tuple[Header, ...], str]] = {
+            reason: self._render(denial, dpop=True) for reason, denial in _DENIALS.items()
+        }
 
-    def _render(self, denial: _Denial, scope: str = "") -> tuple[tuple[Header, ...], str]:
+    def _render(
+        self, denial: _Denial, scope: str = "", *, dpop: bool = False
+    ) -> tuple[tuple[Header, ...], str]:
         body = json.dumps({"error": denial.error, "error_description": denial.description})
         headers: list[Header] = [("content-type", "application/json")]
         if denial.challenge:
@@ -131,7 +165,18 @@ class Denials:
                 params.append(f"error_description={_quoted(denial.description)}")
             if scope:
                 params.append(f"scope={_quoted(scope)}")
-            headers.append(("www-authenticate", "Bearer " + ", ".join(params)))
+            bearer = "Bearer " + ", ".join(params)
+            dpop_challenge = "DPoP " + ", ".join([f"algs={_quoted(self._dpop_algs)}", *params])
+            if dpop or denial.challenge_error == "invalid_dpop_proof":
+                challenges = [dpop_challenge]
+            elif denial.challenge_error is None:
+                offer_bearer, offer_dpop = self._offered
+                challenges = [bearer] * offer_bearer + [dpop_challenge] * offer_dpop
+            else:
+                challenges = [bearer]
+            # Several challenges in one field value, as RFC 9110 §11.6.1 allows: a single
+            # header passes through every proxy's header handling alike.
+            headers.append(("www-authenticate", ", ".join(challenges)))
         return tuple(headers), body
 
     def deny(
@@ -144,10 +189,14 @@ class Denials:
         roles: frozenset[str] = frozenset(),
         client: str | None = None,
         permission: str | None = None,
+        dpop: bool = False,
     ) -> Decision:
+        """`dpop`: the request came with a DPoP token, so a challenge uses that scheme."""
         denial = _DENIALS[reason]
         if required_scopes and reason is Reason.INSUFFICIENT_ROLE:
-            headers, body = self._render(denial, " ".join(sorted(required_scopes)))
+            headers, body = self._render(denial, " ".join(sorted(required_scopes)), dpop=dpop)
+        elif dpop:
+            headers, body = self._rendered_dpop[reason]
         else:
             headers, body = self._rendered[reason]
         return Decision(

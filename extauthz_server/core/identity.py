@@ -10,9 +10,24 @@ from dataclasses import dataclass, field
 
 from extauthz_server.core.roles import ClaimPath, read_roles
 
+# The token types (`token_type` of an introspection answer, `typ` of a JWT) of access tokens:
+# Keycloak's refresh and ID tokens introspect as active too, with types of their own.
+ACCESS_TOKEN_TYPES = frozenset({"bearer", "dpop"})
+
 # Tokens whose exp is this close are treated as expired: Keycloak checks exp with no leeway,
 # and our clock may run behind its clock.
 EXPIRY_SKEW_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """RFC 7800 `cnf`: the key a sender-constrained token is bound to. The caller must prove
+    possession of it on every request; a token carrying one is never a plain bearer token."""
+
+    # DPoP (RFC 9449 §6.1): the RFC 7638 thumbprint of the proof key.
+    jkt: str | None = None
+    # mTLS (RFC 8705 §3.1): the SHA-256 thumbprint of the client certificate, base64url.
+    x5t_s256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +44,8 @@ class Identity:
     # The claims the strategy read (the introspection answer or the JWT payload), for route
     # conditions; kept in the caches only when a condition reads them, else None.
     claims: Mapping[str, object] | None = field(default=None, compare=False)
+    # Set when the token is sender-constrained (DPoP or mTLS): see Confirmation.
+    confirmation: Confirmation | None = None
 
 
 class Inactive(enum.Enum):
@@ -73,12 +90,13 @@ def identity_from_introspection(
     """Build the Identity, or say why the token is not acceptable.
 
     RFC 7662 §2.2: only a JSON `true` in `active` counts. Keycloak introspects refresh and
-    ID tokens as active too, so the token type (`token_type`, else `typ`) must be Bearer.
+    ID tokens as active too, so the token type (`token_type`, else `typ`) must be Bearer, or
+    DPoP for a token bound to a DPoP key.
     """
     if document.get("active") is not True:
         return Inactive.NOT_ACTIVE
     token_type = _string(document, "token_type") or _string(document, "typ")
-    if token_type is None or token_type.lower() != "bearer":
+    if token_type is None or token_type.lower() not in ACCESS_TOKEN_TYPES:
         return Inactive.NOT_BEARER
     return identity_from_claims(document, role_claims, now)
 
@@ -106,6 +124,18 @@ def identity_from_claims(
         subject = username or client_id
     if subject is None:
         return Inactive.NO_SUBJECT
+    try:
+        confirmation = confirmation_of(claims.get("cnf"))
+    except ValueError:
+        return Inactive.MALFORMED
+    token_type = _string(claims, "token_type") or _string(claims, "typ")
+    if (
+        token_type is not None
+        and token_type.lower() == "dpop"
+        and (confirmation is None or confirmation.jkt is None)
+    ):
+        # A DPoP token that names no key could be used by anyone who holds it.
+        return Inactive.MALFORMED
     scope = _string(claims, "scope")
     return Identity(
         subject=subject,
@@ -118,7 +148,28 @@ def identity_from_claims(
         session_id=_string(claims, "sid"),
         audience=audience_of(claims.get("aud")),
         claims=claims if isinstance(claims, dict) else dict(claims),
+        confirmation=confirmation,
     )
+
+
+def confirmation_of(value: object) -> Confirmation | None:
+    """The binding in a `cnf` claim, or None when the token is not bound; raises ValueError
+    for a `cnf` that cannot be read (a binding we cannot check must not be ignored). Members
+    other than `jkt` and `x5t#S256` (Keycloak adds `kc-jkt-type`) are ignored."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("cnf is not an object")
+    jkt, x5t = value.get("jkt"), value.get("x5t#S256")
+    for member in (jkt, x5t):
+        if member is not None and (not isinstance(member, str) or not member):
+            raise ValueError("cnf member is not a string")
+    if jkt is None and x5t is None:
+        if value:
+            # Bound to a key of a kind we cannot check (jwk, jwe, jku, ...): refuse it.
+            raise ValueError("cnf names no key we can check")
+        return None
+    return Confirmation(jkt=jkt, x5t_s256=x5t)
 
 
 def _string(document: Mapping[str, object], key: str) -> str | None:

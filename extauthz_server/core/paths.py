@@ -47,7 +47,7 @@ def normalise_path(raw_path: str) -> str:
     if "\\" in decoded:
         # Some upstreams treat a backslash as a separator; refusing it avoids a second reading.
         raise PathError("path contains a backslash")
-    return _remove_dot_segments(_merge_slashes(_drop_parameters(decoded)))
+    return remove_dot_segments(_merge_slashes(_drop_parameters(decoded)))
 
 
 def _check_percent_escapes(path: str) -> None:
@@ -77,7 +77,7 @@ def _merge_slashes(path: str) -> str:
     return path
 
 
-def _remove_dot_segments(path: str) -> str:
+def remove_dot_segments(path: str) -> str:
     segments = path.split("/")[1:]
     output: list[str] = []
     for segment in segments:

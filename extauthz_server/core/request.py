@@ -14,6 +14,11 @@ class AuthRequest:
     headers: Mapping[str, str]
     request_id: str = ""
     source_address: str = ""
+    # The scheme the client used ("https"), as the proxy saw it: part of a DPoP proof's htu.
+    scheme: str = ""
+    # The client certificate the proxy saw, in the form it sent it (see core.certificates);
+    # empty when there was none.
+    client_certificate: str = ""
 
     @property
     def authorization(self) -> str | None:

@@ -1,4 +1,5 @@
-"""Bearer-token extraction from the Authorization header (RFC 6750 §2.1) and token digests."""
+"""Access-token extraction from the Authorization header (RFC 6750 §2.1 Bearer, RFC 9449 §7.1
+DPoP) and token digests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ DEFAULT_MAX_TOKEN_BYTES = 8192
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # Several Authorization headers reach us joined by commas: `Basic x, Bearer y`.
-_JOINED_BEARER = re.compile(r",\s*bearer(\s|$)", re.IGNORECASE)
+_JOINED_TOKEN = re.compile(r",\s*(bearer|dpop)(\s|$)", re.IGNORECASE)
 
 
 class TokenProblem(enum.Enum):
@@ -20,15 +21,26 @@ class TokenProblem(enum.Enum):
     MALFORMED = "malformed"
 
 
+class Scheme(enum.Enum):
+    BEARER = "Bearer"
+    # RFC 9449: the token is bound to a key, and a DPoP proof must come with it.
+    DPOP = "DPoP"
+
+
+_SCHEMES = {"bearer": Scheme.BEARER, "dpop": Scheme.DPOP}
+
+
 @dataclass(frozen=True, slots=True)
-class BearerToken:
+class AccessToken:
     value: str
+    scheme: Scheme = Scheme.BEARER
 
 
-def extract_bearer(
+def extract_token(
     authorization: str | None, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES
-) -> BearerToken | TokenProblem:
-    """The bearer token of an Authorization header value, or why there is none.
+) -> AccessToken | TokenProblem:
+    """The access token of an Authorization header value (scheme Bearer or DPoP, in any
+    case), or why there is none.
 
     Another scheme (Basic, Digest) counts as *missing*: RFC 6750 §3.1 answers a request
     without bearer credentials with a bare challenge, not with `invalid_request`.
@@ -39,15 +51,16 @@ def extract_bearer(
     value = authorization.strip(" \t")
     if not value:
         return TokenProblem.MISSING
-    scheme, _, rest = value.partition(" ")
-    if scheme.lower() != "bearer":
-        if not _is_other_scheme(scheme) or _JOINED_BEARER.search(value):
+    scheme_text, _, rest = value.partition(" ")
+    scheme = _SCHEMES.get(scheme_text.lower())
+    if scheme is None:
+        if not _is_other_scheme(scheme_text) or _JOINED_TOKEN.search(value):
             return TokenProblem.MALFORMED
         return TokenProblem.MISSING
     token = rest.strip(" ")
     if not token or len(token) > max_bytes or _B64TOKEN.fullmatch(token) is None:
         return TokenProblem.MALFORMED
-    return BearerToken(token)
+    return AccessToken(token, scheme)
 
 
 def _is_other_scheme(scheme: str) -> bool:

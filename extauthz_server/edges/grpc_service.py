@@ -59,6 +59,9 @@ def to_auth_request(request: external_auth_pb2.CheckRequest) -> AuthRequest:
         headers=_headers(http),
         request_id=http.id,
         source_address=attributes.source.address.socket_address.address,
+        scheme=http.scheme,
+        # URL-encoded PEM, sent when the filter has `include_peer_certificate: true`.
+        client_certificate=attributes.source.certificate,
     )
 
 

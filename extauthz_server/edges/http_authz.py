@@ -6,6 +6,10 @@
   original method, host and URI come from `X-Forwarded-Method`, `X-Forwarded-Host` and
   `X-Forwarded-Uri`, or `X-Original-Method` and `X-Original-URI` (the usual nginx set-up).
 
+The scheme the client used (part of a DPoP proof's `htu`) is `X-Forwarded-Proto`, which
+every proxy config here sets; the client certificate the proxy saw (for certificate-bound
+tokens) is in the header `mtls.certificate_header` names.
+
 An allow is 200 carrying the identity headers for the proxy to copy to the upstream (and, for
 Envoy, `x-envoy-auth-headers-to-remove` naming the client copies to drop); a deny is the
 gRPC edge's status, headers and JSON body. The listener trusts what it is sent: only the
@@ -43,7 +47,11 @@ class MissingOriginal(Exception):
 
 
 def to_auth_request(
-    method: str, raw_path: str, fields: Mapping[str, str], peer: str
+    method: str,
+    raw_path: str,
+    fields: Mapping[str, str],
+    peer: str,
+    certificate_header: str | None = None,
 ) -> AuthRequest:
     """The original request the proxy asks about, from its authorization request (header
     names lower-cased, repeated ones joined with commas). Raises NotAnAuthzPath,
@@ -52,14 +60,14 @@ def to_auth_request(
         original = raw_path[len(ENVOY_PREFIX) :]
         if not original.startswith("/"):
             original = "/" + original
-        return _request(method, fields.get("host", ""), original, fields, peer)
+        return _request(method, fields.get("host", ""), original, fields, peer, certificate_header)
     if _under(raw_path, FORWARD_AUTH_PATH, allow_subpath=False):
         original_method = _one_of(fields, "x-forwarded-method", "x-original-method")
         uri = _one_of(fields, "x-forwarded-uri", "x-original-uri")
         if not original_method or not uri or not uri.startswith("/"):
             raise MissingOriginal
         host = fields.get("x-forwarded-host") or fields.get("host", "")
-        return _request(original_method.upper(), host, uri, fields, peer)
+        return _request(original_method.upper(), host, uri, fields, peer, certificate_header)
     raise NotAnAuthzPath
 
 
@@ -82,7 +90,12 @@ def _under(raw_path: str, prefix: str, *, allow_subpath: bool = True) -> bool:
 
 
 def _request(
-    method: str, host: str, path: str, headers: Mapping[str, str], peer: str
+    method: str,
+    host: str,
+    path: str,
+    headers: Mapping[str, str],
+    peer: str,
+    certificate_header: str | None,
 ) -> AuthRequest:
     return AuthRequest(
         method=method,
@@ -91,6 +104,9 @@ def _request(
         headers=headers,
         request_id=headers.get("x-request-id", ""),
         source_address=_client_address(headers, peer),
+        # A proxy chain appends: the last hop's word is its own.
+        scheme=headers.get("x-forwarded-proto", "").rsplit(",", 1)[-1].strip().lower(),
+        client_certificate=headers.get(certificate_header, "") if certificate_header else "",
     )
 
 
@@ -124,8 +140,9 @@ class HttpAuthzService:
     """Answers the proxies' HTTP authorization requests with the Authorizer the gRPC edge
     uses; served by `http_server.HttpServer`."""
 
-    def __init__(self, checking: Checking) -> None:
+    def __init__(self, checking: Checking, certificate_header: str | None = None) -> None:
         self._checking = checking
+        self._certificate_header = certificate_header
         self._answers: PreparedAnswers[HttpAnswer] = PreparedAnswers(checking.authorizer)
 
     async def handle(self, request: HttpRequest) -> HttpAnswer:
@@ -136,7 +153,11 @@ class HttpAuthzService:
         try:
             try:
                 auth_request = to_auth_request(
-                    request.method, raw_path, request.headers, request.peer
+                    request.method,
+                    raw_path,
+                    request.headers,
+                    request.peer,
+                    self._certificate_header,
                 )
             except NotAnAuthzPath:
                 return _NOT_AN_AUTHZ_PATH

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from extauthz_server.core.identity import Inactive, audience_of, claim_time
+from extauthz_server.core.identity import ACCESS_TOKEN_TYPES, Inactive, audience_of, claim_time
 from extauthz_server.core.strict_json import loads_strict
 from extauthz_server.identity.signing_keys import ALLOWED_ALGS, KeyNotFound, KeySource
 
@@ -164,11 +164,11 @@ def _check_claims(
             return Inactive.NOT_YET_VALID
     if rules.audiences and not rules.audiences.intersection(audience_of(claims.get("aud"))):
         return Inactive.WRONG_AUDIENCE
-    # Keycloak signs ID tokens ("ID") with the same keys as access tokens ("Bearer"); an ID
-    # token is not a credential for an API.
+    # Keycloak signs ID tokens ("ID") with the same keys as access tokens ("Bearer", or
+    # "DPoP" when bound to a proof key); an ID token is not a credential for an API.
     token_type = claims.get("typ")
     if token_type is not None and (
-        not isinstance(token_type, str) or token_type.lower() != "bearer"
+        not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES
     ):
         return Inactive.WRONG_TYPE
     return claims

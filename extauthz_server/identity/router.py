@@ -57,6 +57,11 @@ class ProviderRouter:
             return Inactive.UNKNOWN_ISSUER
         return await entry.source.resolve(token, timeout_s)
 
+    def provider_of(self, token: str) -> str | None:
+        """The name of the provider a token without a route's choice goes to."""
+        entry = self._only or self.choose(token)
+        return entry.name if entry is not None else None
+
     def choose(self, token: str) -> ProviderEntry | None:
         issuer = unverified_issuer(token)
         if issuer is None:

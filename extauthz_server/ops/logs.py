@@ -84,4 +84,7 @@ class Auditor:
         }
         if decision.permission is not None:
             extra["permission"] = decision.permission
+        proof_problem = decision.metadata.get("dpop")
+        if proof_problem is not None:
+            extra["dpop"] = proof_problem
         audit_log.info("decision", extra=extra)

@@ -9,6 +9,7 @@ import pytest
 from extauthz_server.core.decision import Decision, Denials, Reason
 
 DENIALS = Denials("demo")
+ALGS = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512"
 
 DENY_REASONS = [reason for reason in Reason if reason not in (Reason.ALLOWED, Reason.PUBLIC)]
 
@@ -30,6 +31,13 @@ TABLE: list[tuple[Reason, int, str, str | None]] = [
         "invalid_token",
         'Bearer realm="demo", error="invalid_token", '
         'error_description="The access token is invalid or expired"',
+    ),
+    (
+        Reason.INVALID_DPOP_PROOF,
+        401,
+        "invalid_dpop_proof",
+        f'DPoP algs="{ALGS}", realm="demo", error="invalid_dpop_proof", '
+        'error_description="The DPoP proof is missing or invalid"',
     ),
     (
         Reason.INSUFFICIENT_ROLE,
@@ -56,6 +64,7 @@ TABLE: list[tuple[Reason, int, str, str | None]] = [
     (Reason.PERMISSION_ERROR, 403, "access_denied", None),
     (Reason.PROVIDER_UNAVAILABLE, 503, "temporarily_unavailable", None),
     (Reason.PROVIDER_REJECTED_CLIENT, 503, "temporarily_unavailable", None),
+    (Reason.REPLAY_CHECK_UNAVAILABLE, 503, "temporarily_unavailable", None),
     (Reason.INTERNAL_ERROR, 503, "temporarily_unavailable", None),
 ]
 

@@ -8,6 +8,7 @@ import pytest
 
 from extauthz_server.core.identity import (
     EXPIRY_SKEW_SECONDS,
+    Confirmation,
     Identity,
     Inactive,
     identity_from_introspection,
@@ -125,7 +126,6 @@ TOKEN_TYPES: list[tuple[object, object, bool]] = [
     (ABSENT, ABSENT, False),
     ("", ABSENT, False),
     ("Bearer ", ABSENT, False),
-    ("DPoP", ABSENT, False),
     (7, ABSENT, False),
 ]
 TOKEN_TYPE_IDS = [
@@ -145,7 +145,6 @@ TOKEN_TYPE_IDS = [
     "neither",
     "empty",
     "trailing-space",
-    "dpop",
     "number",
 ]
 
@@ -157,6 +156,55 @@ def test_token_type_must_be_bearer(token_type: object, typ: object, accepted: bo
         assert isinstance(result, Identity)
     else:
         assert result is Inactive.NOT_BEARER
+
+
+def test_a_dpop_token_carries_the_key_it_is_bound_to() -> None:
+    # As Keycloak 26.7.3 introspects a DPoP-bound token (kc-jkt-type is its own member).
+    cnf = {"jkt": "CW9117-thumbprint", "kc-jkt-type": "DPoP"}
+    result = parse(minimal(token_type="DPoP", typ="DPoP", cnf=cnf))
+    assert isinstance(result, Identity)
+    assert result.confirmation == Confirmation(jkt="CW9117-thumbprint")
+
+
+def test_a_bearer_token_bound_to_a_certificate_carries_its_thumbprint() -> None:
+    result = parse(minimal(cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}))
+    assert isinstance(result, Identity)
+    assert result.confirmation == Confirmation(
+        x5t_s256="bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"
+    )
+
+
+def test_an_unbound_token_has_no_confirmation() -> None:
+    result = parse(minimal())
+    assert isinstance(result, Identity)
+    assert result.confirmation is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"token_type": "DPoP"},
+        {"token_type": "DPoP", "cnf": {}},
+        {"token_type": "DPoP", "cnf": {"x5t#S256": "abc"}},
+        {"cnf": "jkt"},
+        {"cnf": {"jkt": 5}},
+        {"cnf": {"jkt": ""}},
+        {"cnf": {"jwk": {"kty": "EC"}}},
+        {"cnf": {"kc-jkt-type": "DPoP"}},
+    ],
+    ids=[
+        "dpop-without-cnf",
+        "dpop-with-empty-cnf",
+        "dpop-bound-to-a-certificate-only",
+        "cnf-not-an-object",
+        "jkt-not-a-string",
+        "jkt-empty",
+        "bound-to-a-key-we-cannot-check",
+        "only-keycloaks-own-member",
+    ],
+)
+def test_a_binding_that_cannot_be_checked_is_refused(overrides: dict[str, object]) -> None:
+    assert parse(minimal(**overrides)) is Inactive.MALFORMED
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from extauthz_server.core.decision import Decision, Reason
 from extauthz_server.core.identity import Identity, Inactive
 from extauthz_server.core.paths import PathError, normalise_path
 from extauthz_server.core.request import AuthRequest
-from extauthz_server.core.tokens import BearerToken, TokenProblem, extract_bearer, token_digest
+from extauthz_server.core.tokens import AccessToken, TokenProblem, extract_token, token_digest
 from extauthz_server.errors import ProviderError, ProviderRejectedClient, ProviderUnavailable
 
 SCHEMES = st.sampled_from(["Bearer ", "bearer ", "BEARER", "Basic ", "Bearer  ", " ", ""])
@@ -69,9 +69,9 @@ PATHS = (
 def test_any_authorization_header_gives_token_or_problem(
     header: str | None, max_bytes: int
 ) -> None:
-    result = extract_bearer(header, max_bytes)
-    assert isinstance(result, BearerToken | TokenProblem)
-    if isinstance(result, BearerToken):
+    result = extract_token(header, max_bytes)
+    assert isinstance(result, AccessToken | TokenProblem)
+    if isinstance(result, AccessToken):
         assert 0 < len(result.value) <= max_bytes
         assert result.value.isascii()
         assert not any(ch in result.value for ch in " \t\r\n,\"'")

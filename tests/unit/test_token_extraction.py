@@ -8,9 +8,9 @@ import pytest
 
 from extauthz_server.core.tokens import (
     DEFAULT_MAX_TOKEN_BYTES,
-    BearerToken,
+    AccessToken,
     TokenProblem,
-    extract_bearer,
+    extract_token,
     log_id,
     token_digest,
 )
@@ -18,24 +18,24 @@ from extauthz_server.core.tokens import (
 JWT_LIKE = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 # (header value, expected token or problem)
-CASES: list[tuple[str | None, BearerToken | TokenProblem]] = [
+CASES: list[tuple[str | None, AccessToken | TokenProblem]] = [
     (None, TokenProblem.MISSING),
     ("", TokenProblem.MISSING),
     ("   \t ", TokenProblem.MISSING),
     ("Basic YWxpY2U6c2VjcmV0", TokenProblem.MISSING),
     ("Digest username=alice", TokenProblem.MISSING),
-    ("Bearer " + JWT_LIKE, BearerToken(JWT_LIKE)),
-    ("bearer abc", BearerToken("abc")),
-    ("BEARER abc", BearerToken("abc")),
-    ("bEaReR abc", BearerToken("abc")),
-    ("  Bearer    abc   ", BearerToken("abc")),
-    ("\tBearer abc\t", BearerToken("abc")),
+    ("Bearer " + JWT_LIKE, AccessToken(JWT_LIKE)),
+    ("bearer abc", AccessToken("abc")),
+    ("BEARER abc", AccessToken("abc")),
+    ("bEaReR abc", AccessToken("abc")),
+    ("  Bearer    abc   ", AccessToken("abc")),
+    ("\tBearer abc\t", AccessToken("abc")),
     ("Bearer", TokenProblem.MALFORMED),
     ("Bearer ", TokenProblem.MALFORMED),
     ("Bearer     ", TokenProblem.MALFORMED),
-    ("Bearer a-b.c_d~e+f/g", BearerToken("a-b.c_d~e+f/g")),
-    ("Bearer abc=", BearerToken("abc=")),
-    ("Bearer abc==", BearerToken("abc==")),
+    ("Bearer a-b.c_d~e+f/g", AccessToken("a-b.c_d~e+f/g")),
+    ("Bearer abc=", AccessToken("abc=")),
+    ("Bearer abc==", AccessToken("abc==")),
     ("Bearer ab=c", TokenProblem.MALFORMED),
     ("Bearer =abc", TokenProblem.MALFORMED),
     ("Bearer ===", TokenProblem.MALFORMED),
@@ -94,13 +94,13 @@ IDS = [
 
 @pytest.mark.parametrize(("header", "expected"), CASES, ids=IDS)
 def test_authorization_header_gives_token_or_problem(
-    header: str | None, expected: BearerToken | TokenProblem
+    header: str | None, expected: AccessToken | TokenProblem
 ) -> None:
-    assert extract_bearer(header) == expected
+    assert extract_token(header) == expected
 
 
 def test_basic_then_bearer_joined_headers_are_malformed() -> None:
-    assert extract_bearer("Basic YWxpY2U6c2VjcmV0, Bearer abc") is TokenProblem.MALFORMED
+    assert extract_token("Basic YWxpY2U6c2VjcmV0, Bearer abc") is TokenProblem.MALFORMED
 
 
 @pytest.mark.parametrize(
@@ -110,18 +110,18 @@ def test_basic_then_bearer_joined_headers_are_malformed() -> None:
 )
 def test_token_length_limit_is_inclusive(length: int, expected_ok: bool) -> None:
     token = "a" * length
-    result = extract_bearer(f"Bearer {token}", max_bytes=100)
-    assert result == (BearerToken(token) if expected_ok else TokenProblem.MALFORMED)
+    result = extract_token(f"Bearer {token}", max_bytes=100)
+    assert result == (AccessToken(token) if expected_ok else TokenProblem.MALFORMED)
 
 
 def test_default_limit_accepts_exactly_max_and_refuses_one_more() -> None:
     at_limit = "x" * DEFAULT_MAX_TOKEN_BYTES
-    assert extract_bearer(f"Bearer {at_limit}") == BearerToken(at_limit)
-    assert extract_bearer(f"Bearer {at_limit}x") is TokenProblem.MALFORMED
+    assert extract_token(f"Bearer {at_limit}") == AccessToken(at_limit)
+    assert extract_token(f"Bearer {at_limit}x") is TokenProblem.MALFORMED
 
 
 def test_length_limit_counts_the_token_not_the_padding_spaces() -> None:
-    assert extract_bearer("Bearer     " + "a" * 10 + "     ", max_bytes=10) == BearerToken("a" * 10)
+    assert extract_token("Bearer     " + "a" * 10 + "     ", max_bytes=10) == AccessToken("a" * 10)
 
 
 def test_token_digest_is_sha256_of_the_token() -> None:
