@@ -49,6 +49,8 @@ EXT_AUTHZ_SECRET = "extauthzdemosecret0123456789abcd"
 REPORTING_JOB_CLIENT_ID = "reporting-job"
 REPORTING_JOB_SECRET = "reportingjobdemosecret0123456789"
 WEB_APP_CLIENT_ID = "web-app"
+# Its access tokens are bound to the DPoP key of the token request (dpop.bound.access.tokens).
+DPOP_APP_CLIENT_ID = "dpop-app"
 USER_PASSWORDS: Mapping[str, str] = {
     "alice": "alice-pw",
     "bob": "bob-pw",
@@ -396,6 +398,30 @@ class Keycloak:
         }
         return self._token_request(form, realm=realm)
 
+    def dpop_password_grant(
+        self,
+        username: str,
+        proof_for: Callable[[str, str], str],
+        client_id: str = DPOP_APP_CLIENT_ID,
+    ) -> dict[str, Any]:
+        """A password grant with a DPoP proof: the access token comes back bound to the key
+        that `proof_for(method, url)` signs with (RFC 9449 §5)."""
+        endpoint = self.token_endpoint_of(REALM)
+        form = {
+            "grant_type": "password",
+            "client_id": client_id,
+            "username": username,
+            "password": USER_PASSWORDS[username],
+        }
+        reply = self._must_answer(
+            "POST", endpoint, form=form, headers={"DPoP": proof_for("POST", endpoint)}
+        )
+        if reply.status != 200:
+            raise KeycloakError(
+                f"DPoP token request failed with {reply.status}: {reply.body[:500]!r}"
+            )
+        return reply.json()
+
     def client_credentials(self, client_id: str, secret: str) -> dict[str, Any]:
         form = {"grant_type": "client_credentials"}
         return self._token_request(form, basic=(client_id, secret))
@@ -522,8 +548,11 @@ class Keycloak:
         basic: tuple[str, str] | None = None,
         bearer: str | None = None,
         json_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> HttpReply:
-        reply = _request(method, url, form=form, basic=basic, bearer=bearer, json_body=json_body)
+        reply = _request(
+            method, url, form=form, basic=basic, bearer=bearer, json_body=json_body, headers=headers
+        )
         if reply is None:
             raise KeycloakError(f"{method} {url}: no answer from Keycloak")
         return reply
@@ -537,6 +566,7 @@ def _request(
     basic: tuple[str, str] | None = None,
     bearer: str | None = None,
     json_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
     timeout_s: float = _HTTP_TIMEOUT_S,
 ) -> HttpReply | None:
     """One HTTP exchange; any status is a reply, a connection failure is None."""
@@ -555,6 +585,8 @@ def _request(
         request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     if bearer is not None:
         request.add_header("Authorization", f"Bearer {bearer}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback
             return HttpReply(status=resp.status, body=resp.read())
