@@ -1,6 +1,7 @@
 """The small in-process benches run and print their figures: `bench.routes` a row per route
 count (every lookup it times checked to find, or not find, a route), `bench.decision_overhead`
-its two routes with one Keycloak call, `bench.cold_decision` both figures against the real
+its two routes with one Keycloak call, `bench.proof_overhead` a row per proof algorithm
+(every proof accepted, or it exits non-zero), `bench.cold_decision` both figures against the real
 Keycloak with every Check asking it. No speed is asserted."""
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def test_the_decision_overhead_bench_runs_with_one_keycloak_call() -> None:
     assert result.returncode == 0, result.stderr
     assert "added by the cached decision" in result.stdout
     assert "UMA calls: 1 " in result.stdout
+
+
+def test_the_proof_overhead_bench_has_a_row_per_algorithm() -> None:
+    result = run_bench("bench.proof_overhead", "--calls", "50", "--rounds", "2")
+
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("DPoP ")]
+    assert rows == ["ES256", "PS256", "EdDSA"]
+    assert "goal: a proof adds at most 150 µs" in result.stdout
 
 
 @pytest.mark.keycloak
