@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import access_token, http_get, without_provider
 from tests.support.authz_process import AuthzProcess
 from tests.support.caddy import start_caddy
+from tests.support.dpop import DpopKey
 from tests.support.echo_upstream import BackgroundEchoUpstream
 from tests.support.keycloak import Keycloak
 from tests.support.net import free_port
@@ -169,3 +170,21 @@ def test_our_server_down_fails_closed_and_nothing_reaches_the_upstream(
 
     assert reply.status == STATUS_WITHOUT_OUR_SERVER[proxy_name]
     assert b"raw_headers" not in reply.body
+
+
+def test_a_dpop_bound_token_passes_with_a_fresh_proof_and_not_with_a_replay(
+    proxy: RunningProxy, keycloak: Keycloak
+) -> None:
+    key = DpopKey()
+    token = keycloak.dpop_password_grant("bob", lambda m, u: key.proof(m, u))["access_token"]
+    # The proxy tells us the scheme and host the client addressed (X-Forwarded-Proto, -Host).
+    proof = key.proof("GET", "http://app.example/api/forms/9", token)
+    headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+
+    reply = http_get(proxy, "/api/forms/9", headers=headers)
+    assert reply.status == 200, reply.body
+    assert reply.upstream_headers["x-auth-client"] == "dpop-app"
+
+    replayed = http_get(proxy, "/api/forms/9", headers=headers)
+    assert replayed.status == 401
+    assert 'error="invalid_dpop_proof"' in replayed.headers["www-authenticate"]
