@@ -415,8 +415,8 @@ def report(results: list[Result], settings: Settings, remarks: Sequence[str] = (
         "x limit: req/s over the limit of the section at the same clients (A, A', J, "
         "OPA-Envoy allow-all, H or B; "
         f"gRPC and HTTP rows: the median of {settings.rounds} per-round ratios, each row "
-        "showing its median round). srv CPU: cores used by the Check server (ours or the "
-        "no-op) during the row.",
+        "showing its median round). srv CPU: cores used by the Check server (ours, the "
+        "no-op or the plugin) during the row.",
         "",
         format_table(results),
     ]
