@@ -62,6 +62,7 @@ from tests.support.redis_server import RedisServer
 LIMIT_A = "A  limit: no-op Check server"
 LIMIT_A_UVLOOP = "A' limit: no-op Check server, uvloop"
 L1_HIT = "ours, L1 hit"
+L1_HIT_AUDITED = "ours, L1 hit, audit on"
 L1_HIT_UVLOOP = "ours, L1 hit, uvloop"
 L2_HIT = "ours, L2 hit (Redis)"
 COLD = "ours, cold (introspects)"
@@ -290,6 +291,9 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> O
     try:
         l1 = start_server(standin.issuer, workdir / "l1", ttl_seconds=3600)
         servers.append(l1)
+        # The same, writing its audit line for every decision (the default in production).
+        audited = start_server(standin.issuer, workdir / "l1-audit", ttl_seconds=3600, audit=True)
+        servers.append(audited)
         l1_uvloop = start_server(
             standin.issuer, workdir / "l1-uvloop", ttl_seconds=3600, event_loop="uvloop"
         )
@@ -316,6 +320,14 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> O
             grpc_rows = [
                 GrpcTarget("grpc", LIMIT_A, noop.grpc_port, one_token, noop.process.pid),
                 GrpcTarget("grpc", L1_HIT, l1.grpc_port, one_token, l1.process.pid, l1),
+                GrpcTarget(
+                    "grpc",
+                    L1_HIT_AUDITED,
+                    audited.grpc_port,
+                    one_token,
+                    audited.process.pid,
+                    audited,
+                ),
                 GrpcTarget("grpc", L2_HIT, l2.grpc_port, bodies[:level], l2.process.pid, l2),
                 GrpcTarget("grpc", COLD, cold.grpc_port, bodies[:level], cold.process.pid, cold),
                 GrpcTarget(

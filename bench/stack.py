@@ -62,16 +62,17 @@ def server_config_text(
     cache: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
     provider: dict[str, Any] | None = None,
+    audit: bool = False,
 ) -> str:
-    """Our server's configuration in the benchmark: one worker, audit lines off (one JSON
-    line per Check would dominate), its HTTP authorization listener on."""
+    """Our server's configuration in the benchmark: one worker, its HTTP authorization
+    listener on, audit lines off unless `audit` (the "audit on" row measures their cost)."""
     return seed_config_text(
         issuer,
         ttl_seconds=ttl_seconds,
         server={"workers": 1, "event_loop": event_loop, "http_authz_listen": "127.0.0.1:0"},
         cache=cache,
         provider=provider,
-        logging={"audit": False},
+        logging={"audit": audit},
     )
 
 
@@ -83,11 +84,17 @@ def start_server(
     cache: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
     provider: dict[str, Any] | None = None,
+    audit: bool = False,
 ) -> AuthzProcess:
     """Our server with the configuration of `server_config_text`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = server_config_text(
-        issuer, ttl_seconds=ttl_seconds, cache=cache, event_loop=event_loop, provider=provider
+        issuer,
+        ttl_seconds=ttl_seconds,
+        cache=cache,
+        event_loop=event_loop,
+        provider=provider,
+        audit=audit,
     )
     return AuthzProcess.start(config, workdir)
 

@@ -32,7 +32,7 @@ from extauthz_server.edges.http_server import HttpServer
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.router import ProviderRouter
 from extauthz_server.metadata.authorization_services import PermissionRouter
-from extauthz_server.ops.logs import Auditor
+from extauthz_server.ops.logs import Auditor, audit_sink
 from extauthz_server.ops.metrics import CacheReadings, CheckMetrics, MetricsRegistry
 from extauthz_server.ops.tracing import Tracing, build_tracing
 from extauthz_server.revocation.endpoint import BackchannelLogout
@@ -201,7 +201,7 @@ class Server:
             Denials(provider.realm),
             max(p.timeout_s for p in config.providers),
             self.metrics,
-            Auditor(config.audit_allow_sample_rate),
+            Auditor(config.audit_allow_sample_rate, sink=audit_sink()),
         )
         servicer = AuthorizationServicer(checking, self._tracing)
         # Past the bound grpc answers RESOURCE_EXHAUSTED at once, which Envoy turns into a

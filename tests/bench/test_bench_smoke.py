@@ -21,6 +21,7 @@ from bench.run import (
     ENVOY_OURS_HTTP,
     HTTP_L1_HIT,
     L1_HIT,
+    L1_HIT_AUDITED,
     L1_HIT_UVLOOP,
     L2_HIT,
     LIMIT_A,
@@ -66,7 +67,7 @@ def test_every_row_is_measured_and_printed(quick_run: tuple[str, dict[str, objec
     table, document = quick_run
     rows = {(r["section"], r["row"]) for r in _results(document)}
     expected = (
-        {("grpc", row) for row in (LIMIT_A, L1_HIT, L2_HIT, COLD)}
+        {("grpc", row) for row in (LIMIT_A, L1_HIT, L1_HIT_AUDITED, L2_HIT, COLD)}
         | {("grpc-uvloop", row) for row in (LIMIT_A_UVLOOP, L1_HIT_UVLOOP)}
         | {("jwt", row) for row in (LIMIT_J, JWT_L1_HIT, JWT_CACHE_OFF)}
         | {("http", row) for row in (LIMIT_H, HTTP_L1_HIT)}
@@ -94,6 +95,7 @@ def test_every_row_has_throughput_and_no_errors(
 def test_rows_are_served_as_defined(quick_run: tuple[str, dict[str, object]]) -> None:
     served = {r["row"]: r["served_by"] for r in _results(quick_run[1])}
     assert served[L1_HIT] == "L1 100%"
+    assert served[L1_HIT_AUDITED] == "L1 100%"
     assert served[L1_HIT_UVLOOP] == "L1 100%"
     assert served[COLD] == "provider 100%"
     # The jwt strategy's "provider" is the token's own signature, verified here.
