@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from extauthz_server.config.cpus import available_cpus
 from extauthz_server.config.identity_token import parse_identity_token
 from extauthz_server.config.providers import ProviderConfig, parse_providers
 from extauthz_server.config.reader import EnvValue, Section, optional_secret, secret_key_path
@@ -46,6 +47,9 @@ _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 # A shorter key could be guessed offline from the sealed entries anyone reading Redis sees.
 MIN_SIGNING_KEY_CHARS = 32
 _RESERVED_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
+
+
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +282,7 @@ def _server(section: Section, base_dir: Path) -> ServerConfig:
         max_concurrent_checks=section.integer(
             "max_concurrent_checks", defaults.max_concurrent_checks, 1, 1_000_000
         ),
-        workers=section.integer("workers", 1, 1, 64),
+        workers=_workers(section),
         event_loop=_event_loop(section),
         tls=parse_tls(section, base_dir),
     )
@@ -295,6 +299,16 @@ def _server(section: Section, base_dir: Path) -> ServerConfig:
                 )
     section.finish()
     return server
+
+
+def _workers(section: Section) -> int:
+    """`workers: auto`: one per CPU the container is given (see config.cpus), at most 64."""
+    value = section.raw("workers")
+    if value == "auto":
+        return min(available_cpus(), MAX_WORKERS)
+    if isinstance(value, str):
+        raise ConfigError(section.key("workers"), f"expected 1 to {MAX_WORKERS} or auto")
+    return section.integer("workers", 1, 1, MAX_WORKERS)
 
 
 def _role_map(roles: Section) -> RoleMap:
