@@ -4,7 +4,9 @@ certificate a listener serves."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
 import itertools
 import socket
@@ -62,6 +64,12 @@ class Issued:
     @property
     def key_pem(self) -> bytes:
         return self.key_file.read_bytes()
+
+    @property
+    def sha256_thumbprint(self) -> str:
+        """base64url SHA-256 of the certificate's DER: its `x5t#S256` (RFC 8705 §3.1)."""
+        der = x509.load_pem_x509_certificate(self.cert_pem).public_bytes(serialization.Encoding.DER)
+        return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
 class CertificateAuthority:
