@@ -95,6 +95,12 @@ class KeycloakSettings:
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     keep_workdir: bool = False
+    # Options added to `start-dev`. Build-time ones (https-client-auth) make Keycloak redo
+    # its augmentation, so such a variant names a prepared tree of its own.
+    extra_options: tuple[str, ...] = ()
+    prepared_variant: str = ""
+    # Startup is over once this realm serves its discovery document.
+    ready_realm: str = REALM
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> KeycloakSettings:
@@ -109,7 +115,8 @@ class KeycloakSettings:
         # An unpacked tree whose Quarkus augmentation (lib/quarkus) was already done by an
         # earlier dev-mode start: copying it skips the ~25 s re-augmentation. It never
         # contains data/, so it carries no realm state.
-        return self.cache_dir / f"keycloak-{self.version}-dev"
+        variant = f"-{self.prepared_variant}" if self.prepared_variant else ""
+        return self.cache_dir / f"keycloak-{self.version}-dev{variant}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +287,7 @@ class Keycloak:
             f"--http-port={self.http_port}",
             f"--http-management-port={self.management_port}",
             "--health-enabled=true",
+            *self.settings.extra_options,
         ]
         env = {
             **os.environ,
@@ -316,10 +324,11 @@ class Keycloak:
                 )
             reply = _request("GET", ready_url, timeout_s=2.0)
             if reply is not None and reply.status == 200:
-                discovery = _request("GET", f"{self.issuer}/.well-known/openid-configuration")
+                issuer = self.issuer_of(self.settings.ready_realm)
+                discovery = _request("GET", f"{issuer}/.well-known/openid-configuration")
                 if discovery is not None and discovery.status == 200:
                     return
-                last_problem = f"realm {REALM} not served"
+                last_problem = f"realm {self.settings.ready_realm} not served"
             else:
                 last_problem = "no answer" if reply is None else f"status {reply.status}"
             time.sleep(0.5)
