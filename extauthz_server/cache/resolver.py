@@ -163,12 +163,17 @@ class IdentityResolver:
 
     async def _identify(self, token: str, deadline: float) -> Identity | Inactive:
         """One strategy call, waiting for a free slot no longer than the deadline allows."""
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            self.stats.saturated += 1
-            raise ProviderUnavailable("introspection concurrency limit reached") from exc
+        if self._slots.locked():
+            # Only a full house needs the deadline (a timer per call costs as much as a
+            # JWT's claims check).
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                self.stats.saturated += 1
+                raise ProviderUnavailable("introspection concurrency limit reached") from exc
+        else:
+            await self._slots.acquire()
         try:
             remaining = deadline - time.monotonic()
             if remaining < MIN_INTROSPECTION_BUDGET_S:
