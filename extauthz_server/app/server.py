@@ -32,7 +32,7 @@ from extauthz_server.edges.http_server import HttpServer
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.router import ProviderRouter
 from extauthz_server.metadata.authorization_services import PermissionRouter
-from extauthz_server.ops.logs import Auditor, audit_sink
+from extauthz_server.ops.logs import Auditor, audit_sink, lines_dropped
 from extauthz_server.ops.metrics import CacheReadings, CheckMetrics, MetricsRegistry
 from extauthz_server.ops.tracing import Tracing, build_tracing
 from extauthz_server.revocation.endpoint import BackchannelLogout
@@ -124,6 +124,7 @@ class Server:
             permission_failures=sum(e.stats.failures for e in enrichments),
             permission_short_circuits=sum(e.stats.short_circuited for e in enrichments),
             keycloak_permission_checks=keycloak,
+            log_lines_dropped=lines_dropped(),
         )
 
     def reload(self, config_path: Path) -> bool:

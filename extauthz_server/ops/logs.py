@@ -58,6 +58,11 @@ def configure_logging(level: str, audit_enabled: bool = True) -> LineWriter:
     return writer
 
 
+def lines_dropped() -> int:
+    """Log lines the writer could not take (0 without configure_logging)."""
+    return _writer.dropped if _writer is not None else 0
+
+
 def audit_sink() -> Callable[[str], None] | None:
     """Where the Auditor writes finished lines: the writer configure_logging set up, or None
     (lines then go through the `extauthz_server.audit` logger, e.g. in tests)."""

@@ -91,6 +91,8 @@ class CacheReadings:
     permission_short_circuits: int = 0
     # Keycloak Authorization Services: "cache_hit", and the answers of calls by outcome.
     keycloak_permission_checks: Mapping[str, int] = field(default_factory=dict)
+    # Log lines (audit lines included) dropped because stdout did not keep up.
+    log_lines_dropped: int = 0
 
 
 class _Collector(Collector):
@@ -195,6 +197,11 @@ class _Collector(Collector):
             yield GaugeMetricFamily(
                 "extauthz_redis_up", "1 when Redis answers.", value=int(cache.redis_available)
             )
+        yield CounterMetricFamily(
+            "extauthz_log_lines_dropped",
+            "Log and audit lines dropped because stdout did not take them fast enough.",
+            value=cache.log_lines_dropped,
+        )
 
 
 class MetricsRegistry:
