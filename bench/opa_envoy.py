@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.peer.cpus import Pinning
+from bench.stack import stop_process
 from tests.support.net import free_port
 
 MODULE = "github.com/open-policy-agent/opa-envoy-plugin"
@@ -213,10 +214,4 @@ class OpaEnvoyProcess:
         return self.log_path.read_text(errors="replace")[-1500:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
