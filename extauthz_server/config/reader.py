@@ -119,6 +119,18 @@ class Section:
             raise ConfigError(self.key(name), "expected a list of strings")
         return tuple(value)
 
+    def subset(self, name: str, allowed: frozenset[str]) -> frozenset[str]:
+        """A non-empty list drawn from `allowed` (all of it by default), e.g. algorithms."""
+        chosen = frozenset(self.string_list(name, tuple(sorted(allowed))))
+        unknown = sorted(chosen - allowed)
+        if unknown or not chosen:
+            raise ConfigError(
+                self.key(name),
+                f"{unknown[0] if unknown else 'an empty list'} is not allowed; choose from "
+                + ", ".join(sorted(allowed)),
+            )
+        return chosen
+
     def section(self, name: str) -> Section:
         return Section(self.raw(name, {}), self.key(name))
 
