@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.opa_envoy import cached_binary
 from tests.support.keycloak import Keycloak
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,3 +66,14 @@ def test_the_cold_decision_bench_asks_keycloak_for_every_check(keycloak: Keycloa
     assert "added by our decision path" in result.stdout
     # 30 warm-up Checks and 5 timed ones, none answered from a cache.
     assert "UMA calls by the Checks: 35" in result.stdout
+
+
+@pytest.mark.skipif(cached_binary() is None, reason="the OPA-Envoy plugin is not built here")
+def test_the_workers_bench_compares_one_and_two_cores_of_each_server() -> None:
+    result = run_bench("bench.workers", "--duration", "0.5", "--rounds", "1")
+
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("row ", 1)[1].splitlines()
+    rows = [line for line in table if "(s)" in line or "GOMAXPROCS" in line]
+    assert len(rows) == 6
+    assert all(float(row.split()[-2]) > 0 for row in rows)
