@@ -192,13 +192,35 @@ async def explain(
         recording = _Recording(ProviderRouter(entries))
         permissions = PermissionRouter(deciding) if deciding else None
         explanation = await _run(settings, recording, request, timeout_s, permissions)
-    if not isinstance(explanation.identity, Inactive):
+    if isinstance(explanation.identity, Identity):
+        return dataclasses.replace(explanation, hints=binding_hints(explanation.identity))
+    if explanation.identity is None:
         return explanation
     token = extract_token(request.authorization, settings.max_token_bytes)
     if not isinstance(token, AccessToken):
         return explanation
     hints = inactive_hints(unverified_claims(token.value), config.providers, now)
     return dataclasses.replace(explanation, hints=hints)
+
+
+def binding_hints(identity: Identity) -> tuple[str, ...]:
+    """What a sender-constrained token needs that `check` cannot give it."""
+    bound = identity.confirmation
+    if bound is None:
+        return ()
+    hints = []
+    if bound.jkt is not None:
+        hints.append(
+            "the token is bound to a DPoP key (cnf.jkt): a request must send it as "
+            "`Authorization: DPoP <token>` with a fresh DPoP proof of that key, which check "
+            "cannot make; sent as Bearer it is refused"
+        )
+    if bound.x5t_s256 is not None:
+        hints.append(
+            "the token is bound to a client certificate (cnf.x5t#S256): it passes only with "
+            "that certificate, as the proxy sees it"
+        )
+    return tuple(hints)
 
 
 def inactive_hints(

@@ -9,6 +9,7 @@ import hashlib
 
 import pytest
 
+from extauthz_server.app.explain import binding_hints
 from extauthz_server.config.model import Config, authorizer_settings, parse_config
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Decision, Reason
@@ -284,3 +285,10 @@ async def test_on_a_public_route_an_unproven_token_is_served_anonymously() -> No
     proven = await checks.check(request("DPoP dpop-token", proof, path="/healthz"), 1.0)
     assert proven.allowed
     assert proven.subject == "bob-id"
+
+
+def test_check_explains_what_a_bound_token_needs() -> None:
+    dpop_hint, cert_hint = binding_hints(DPOP_BOUND) + binding_hints(CERT_BOUND)
+    assert "Authorization: DPoP" in dpop_hint
+    assert "client certificate" in cert_hint
+    assert binding_hints(UNBOUND) == ()
