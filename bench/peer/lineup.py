@@ -35,6 +35,7 @@ JWT_CACHE_OFF = "ours, jwt strategy, cache off"
 OPA_ALLOW_ALL = "OPA-Envoy, allow-all"
 # No "JWT cache on" row: the plugin does not apply OPA's io.jwt cache (opa_envoy.py).
 OPA_SAME_JOB = "OPA-Envoy, same job (no JWT cache)"
+OPA_LEAN = "OPA-Envoy, same job, lean policy"
 JWT_SECTION = "jwt"
 OPA_SECTION = "opa"
 LIMIT_ROWS = {JWT_SECTION: LIMIT_J, OPA_SECTION: OPA_ALLOW_ALL}
@@ -43,6 +44,8 @@ POLICY_DIR = Path(__file__).resolve().parent
 AUTHZ_POLICY = POLICY_DIR / "authz.rego"
 ALLOW_ALL_POLICY = POLICY_DIR / "allow_all.rego"
 AUTHZ_DECISION = "extauthz/bench/authz/result"
+LEAN_POLICY = POLICY_DIR / "authz_lean.rego"
+LEAN_DECISION = "extauthz/bench/lean/result"
 ALLOW_ALL_DECISION = "extauthz/bench/allow_all/allow"
 EXPECTED_ROLES = "creator"
 
@@ -67,13 +70,15 @@ def start_same_job_peer(
     jwks_text: str,
     *,
     pinning: Pinning,
+    lean: bool = False,
 ) -> OpaEnvoyProcess:
-    """The plugin with authz.rego, deciding from the configuration our server runs with."""
+    """The plugin with authz.rego (or, `lean`, authz_lean.rego), deciding from the
+    configuration our server runs with."""
     return OpaEnvoyProcess.start(
         binary,
         workdir,
-        policy_files=[AUTHZ_POLICY],
-        decision_path=AUTHZ_DECISION,
+        policy_files=[LEAN_POLICY if lean else AUTHZ_POLICY],
+        decision_path=LEAN_DECISION if lean else AUTHZ_DECISION,
         data=policy_data(our_config, jwks_text),
         pinning=pinning,
     )
@@ -103,7 +108,7 @@ class PeerLineup:
             self._our_row(JWT_L1_HIT, self.jwt_l1, one),
             self._our_row(JWT_CACHE_OFF, self.jwt_cache_off, each),
         ]
-        bodies_of = {OPA_ALLOW_ALL: one, OPA_SAME_JOB: each}
+        bodies_of = {OPA_ALLOW_ALL: one, OPA_SAME_JOB: each, OPA_LEAN: each}
         for row, peer in self.opa.items():
             rows.append(
                 self._row(OPA_SECTION, row, peer.grpc_port, peer.process.pid, bodies_of[row])
@@ -214,8 +219,13 @@ def _start_opa(
         binary, workdir / "opa-same-job", our_config, jwks_text, pinning=pinning
     )
     lineup.opa[OPA_SAME_JOB] = same_job
+    lean = start_same_job_peer(
+        binary, workdir / "opa-lean", our_config, jwks_text, pinning=pinning, lean=True
+    )
+    lineup.opa[OPA_LEAN] = lean
     for ours in lineup.servers:
-        assert_same_decisions(ours.grpc_port, same_job.grpc_port, cases, OPA_SAME_JOB)
+        for row, peer in ((OPA_SAME_JOB, same_job), (OPA_LEAN, lean)):
+            assert_same_decisions(ours.grpc_port, peer.grpc_port, cases, row)
     for row, peer in lineup.opa.items():
         assert_allows(peer.grpc_port, tokens, row)
 

@@ -65,4 +65,12 @@ def _route(route: dict[str, Any]) -> dict[str, Any]:
     }
     if route.get("methods") is not None:
         shaped["methods"] = list(route["methods"])
+    # For authz_lean.rego: one startswith on "<path>/" decides a segment-aware prefix, and
+    # one lookup the method, with no function bodies to evaluate.
+    prefix = shaped["path_prefix"]
+    if prefix != "/" and prefix.endswith("/"):
+        raise PolicyGap(f"route {route.get('name')!r}: a path_prefix ending in '/' other than '/'")
+    shaped["match_prefix"] = prefix if prefix.endswith("/") else prefix + "/"
+    shaped["method_allowed"] = {method: True for method in shaped.get("methods", [])}
+    shaped["any_method"] = "methods" not in shaped
     return shaped

@@ -52,6 +52,7 @@ class Servers:
     same_job: OpaEnvoyProcess
     allow_all: OpaEnvoyProcess
     tokens: DecisionTokens
+    lean: OpaEnvoyProcess
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             pinning=NO_PINNING,
         )
         started.append(allow_all)
-        yield Servers(ours, same_job, allow_all, DecisionTokens.make(key, issuer.issuer))
+        lean = start_same_job_peer(
+            binary, workdir / "opa-lean", config, key.jwks_text(), pinning=NO_PINNING, lean=True
+        )
+        started.append(lean)
+        tokens = DecisionTokens.make(key, issuer.issuer)
+        yield Servers(ours, same_job, allow_all, tokens, lean)
     finally:
         for process in started:
             process.stop()
@@ -120,6 +126,16 @@ def test_the_policy_decides_every_case_as_ours(servers: Servers) -> None:
     public = by_case["public route, no token"]
     assert public.allowed
     assert public.removed_headers == IDENTITY_HEADERS
+
+
+def test_the_lean_policy_decides_every_case_as_ours_and_the_full_one(servers: Servers) -> None:
+    cases = decision_cases(servers.tokens)
+    lean = assert_same_decisions(
+        servers.ours.grpc_port, servers.lean.grpc_port, cases, "authz_lean.rego"
+    )
+    full = verdicts(servers.same_job.grpc_port, cases)
+    assert lean == full
+    assert [verdict.allowed for verdict in lean] == [True, False, False, False, False, True]
 
 
 def test_the_same_job_policy_denies_what_an_allow_all_peer_lets_through(servers: Servers) -> None:
