@@ -20,9 +20,8 @@ from extauthz_server.core.identity_token import (
     IdentityTokenSettings,
     PublishedKey,
     SigningKey,
-    b64url,
-    jwk_thumbprint,
 )
+from extauthz_server.core.jwk import b64url, jwk_thumbprint
 from extauthz_server.errors import ConfigError
 
 MIN_TTL_S = 5

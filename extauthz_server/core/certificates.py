@@ -18,6 +18,8 @@ import hashlib
 import re
 from urllib.parse import unquote
 
+from extauthz_server.core.jwk import b64url
+
 MAX_CERTIFICATE_CHARS = 64 * 1024
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
 _XFCC_HASH = re.compile(r"(?:^|;)\s*hash=([0-9a-f]{64})\s*(?:;|$)", re.IGNORECASE)
@@ -51,7 +53,7 @@ def _der_thumbprint(encoded: str) -> str | None:
     # A DER certificate is a SEQUENCE (0x30); anything else is not one.
     if not der or der[0] != 0x30:
         return None
-    return _b64url(hashlib.sha256(der).digest())
+    return b64url(hashlib.sha256(der).digest())
 
 
 def _xfcc_thumbprint(xfcc: str) -> str | None:
@@ -60,8 +62,4 @@ def _xfcc_thumbprint(xfcc: str) -> str | None:
     match = _XFCC_HASH.search(element)
     if match is None:
         return None
-    return _b64url(bytes.fromhex(match[1]))
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return b64url(bytes.fromhex(match[1]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import get_default_algorithms
 
 from extauthz_server.core.identity import claim_time
+from extauthz_server.core.jwk import b64url, jwk_thumbprint
 from extauthz_server.core.paths import remove_dot_segments
 from extauthz_server.core.strict_json import loads_strict
 
@@ -38,12 +38,6 @@ MIN_RSA_BITS = 2048
 # the same key, so its header text repeats from request to request.
 PROOF_KEY_MEMO_SIZE = 4096
 
-# RFC 7638 §3.2: the members of each key type that its thumbprint hashes.
-_THUMBPRINT_MEMBERS = {
-    "EC": ("crv", "kty", "x", "y"),
-    "RSA": ("e", "kty", "n"),
-    "OKP": ("crv", "kty", "x"),
-}
 # The key types (and curves) each algorithm signs with (RFC 7518 §3; RFC 8037 §3.1).
 _KEY_TYPES: dict[str, frozenset[tuple[str, str | None]]] = {
     "ES256": frozenset({("EC", "P-256")}),
@@ -205,8 +199,9 @@ class ProofVerifier:
         if (jwk.get("kty"), jwk.get("crv")) not in _KEY_TYPES[alg]:
             # ES256 on a P-384 key and the like (RFC 7518 §3.4).
             return ProofProblem.KEY
-        thumbprint = jwk_thumbprint(jwk)
-        if thumbprint is None:
+        try:
+            thumbprint = jwk_thumbprint(jwk)
+        except ValueError:
             return ProofProblem.KEY
         try:
             key = jwt.PyJWK(jwk, algorithm=alg).key
@@ -217,22 +212,9 @@ class ProofVerifier:
         return _ProofKey(alg, key, thumbprint)
 
 
-def jwk_thumbprint(jwk: dict[str, Any]) -> str | None:
-    """The RFC 7638 thumbprint (SHA-256, base64url) of a public JWK, or None when the key
-    lacks a member its type requires."""
-    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
-    if members is None:
-        return None
-    required = {name: jwk.get(name) for name in members}
-    if not all(isinstance(value, str) and value for value in required.values()):
-        return None
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True)
-    return _b64encode(hashlib.sha256(canonical.encode()).digest())
-
-
 def token_hash(token: str) -> str:
     """`ath`: the base64url SHA-256 of the access token (RFC 9449 §4.2)."""
-    return _b64encode(hashlib.sha256(token.encode("ascii")).digest())
+    return b64url(hashlib.sha256(token.encode("ascii")).digest())
 
 
 def request_uri(scheme: str, host: str, raw_path: str, rules: DpopRules) -> str | None:
@@ -267,10 +249,6 @@ def normalise_uri(uri: str) -> str | None:
 def _normalise_escape(match: re.Match[str]) -> str:
     character = chr(int(match[1], 16))
     return character if character in _UNRESERVED else "%" + match[1].upper()
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _b64decode(text: str) -> bytes | None:

@@ -5,9 +5,6 @@ Keys are read from their files by `config.identity_token`; nothing here does I/O
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import math
 import secrets
 from collections.abc import Callable, Mapping
@@ -25,9 +22,6 @@ DEFAULT_TTL_S = 60
 # A minted token is reused until this share of its lifetime has passed, so an upstream always
 # gets one with at least a quarter of its lifetime left for network time and clock skew.
 REUSE_FRACTION = 0.75
-
-# RFC 7638 §3.2: the members that make up the thumbprint of each key type.
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -133,14 +127,3 @@ def jwks_document(settings: IdentityTokenSettings) -> dict[str, list[dict[str, s
             seen.add(key.kid)
             keys.append(dict(key.jwk))
     return {"keys": keys}
-
-
-def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
-    """RFC 7638 §3: base64url SHA-256 of the required members as sorted, compact JSON."""
-    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -24,9 +24,9 @@ from extauthz_server.core.identity_token import (
     JWT_TYP,
     IdentityTokenMinter,
     IdentityTokenSettings,
-    jwk_thumbprint,
     jwks_document,
 )
+from extauthz_server.core.jwk import jwk_thumbprint
 from extauthz_server.errors import ConfigError
 from tests.support.signing_keys import (
     ec_key,
