@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -303,11 +304,23 @@ class Server:
         self._tracing.close()
 
 
+def settle_heap() -> None:
+    """Move what start-up built (modules, grpc, protobuf descriptors, the compiled
+    configuration) out of the cyclic collector's reach. They live as long as the process;
+    without this, every full collection walks them all again: about 10 % of an uncached
+    Check's time, 4 % after. Objects built later, a reloaded configuration included, are
+    collected as usual; of a configuration a reload replaces, only what sits in reference
+    cycles stays, and only the first one is frozen."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     config: Config, *, config_path: Path | None = None, reuse_port: bool = False
 ) -> None:
     server = Server(config, reuse_port=reuse_port)
     await server.start()
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
