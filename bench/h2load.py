@@ -93,8 +93,46 @@ def run_clients(
     return H2loadRun(rps=rps, requests=requests, errors=errors, latencies_us=latencies)
 
 
-def parse_output(text: str) -> tuple[float, int, int]:
-    """(req/s, succeeded, errors) from h2load's summary; insists the session was h2c."""
+def sequential_latencies(
+    url: str,
+    body: Path,
+    headers: Sequence[str],
+    *,
+    requests: int,
+    workdir: Path,
+    http1: bool = False,
+) -> list[int]:
+    """µs per request of one client sending `requests` POSTs of `body` one after another
+    (`-c 1 -m 1`), over h2c or, `http1`, HTTP/1.1 kept alive: a latency a C client sees,
+    so no Python client's own time is in it. Raises H2loadError if any request failed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path, out_path = workdir / "h2load.log", workdir / "h2load.out"
+    argv = [
+        h2load_path(),
+        f"--requests={requests}",
+        "--clients=1",
+        "--threads=1",
+        "--max-concurrent-streams=1",
+        f"--data={body}",
+        f"--log-file={log_path}",
+        *(f"--header={header}" for header in headers),
+        *(["--h1"] if http1 else []),
+        url,
+    ]
+    with out_path.open("wb") as out:
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    text = out_path.read_text()
+    if code != 0:
+        raise H2loadError(f"h2load exited with {code}:\n{text[-2000:]}")
+    _rps, succeeded, errors = parse_output(text, protocol="http/1.1" if http1 else "h2c")
+    if errors or succeeded != requests:
+        raise H2loadError(f"{errors} of {requests} requests failed:\n{text[-2000:]}")
+    return parse_log(log_path.read_text())
+
+
+def parse_output(text: str, protocol: str = "h2c") -> tuple[float, int, int]:
+    """(req/s, succeeded, errors) from h2load's summary; insists the session spoke
+    `protocol` (h2c unless told)."""
     finished, counts, statuses = (
         _FINISHED.search(text),
         _REQUESTS.search(text),
@@ -102,8 +140,8 @@ def parse_output(text: str) -> tuple[float, int, int]:
     )
     if finished is None or counts is None or statuses is None:
         raise H2loadError(f"unexpected h2load output:\n{text[-2000:]}")
-    if "Application protocol: h2c" not in text:
-        raise H2loadError(f"h2load did not speak h2c:\n{text[-2000:]}")
+    if f"Application protocol: {protocol}" not in text:
+        raise H2loadError(f"h2load did not speak {protocol}:\n{text[-2000:]}")
     _total, started, done, succeeded, failed, errored, timeout = map(int, counts.groups())
     _ok, s3xx, s4xx, s5xx = map(int, statuses.groups())
     errors = failed + errored + timeout + (started - done) + s3xx + s4xx + s5xx
