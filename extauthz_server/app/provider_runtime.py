@@ -19,6 +19,7 @@ from extauthz_server.config.providers import JWT, JWT_THEN_INTROSPECTION, Provid
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ProviderError
 from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.introspection import HttpTransport
 from extauthz_server.identity.jwks import JwksCache
 from extauthz_server.identity.router import ProviderEntry, TokenSource
 from extauthz_server.metadata.authorization_services import DecisionCachePolicy, UmaDecisions
@@ -109,6 +110,7 @@ async def start_provider(
     metrics: CheckMetrics,
     tracing: Tracing,
     tasks: list[asyncio.Task[None]],
+    introspection_http: HttpTransport | None = None,
 ) -> ProviderRuntime:
     """Build the provider's pipeline; its Redis connection is made (and checked) here.
 
@@ -119,7 +121,9 @@ async def start_provider(
         session, provider.issuer, provider.introspection_endpoint, provider.jwks_uri
     )
     keys = jwks_cache(session, endpoints, provider)
-    strategy = build_strategy(StrategyContext(provider, session, endpoints, keys, metrics, tracing))
+    strategy = build_strategy(
+        StrategyContext(provider, session, endpoints, keys, metrics, tracing, introspection_http)
+    )
     cache = config.cache
     share = len(config.providers)
     horizon_s = max(cache.ttl_s + cache.stale_if_error_s, cache.negative_ttl_s)

@@ -31,6 +31,7 @@ from extauthz_server.edges.http_app import build_http_app, build_logout_app
 from extauthz_server.edges.http_authz import HttpAuthzService
 from extauthz_server.edges.http_server import HttpServer
 from extauthz_server.errors import ConfigError
+from extauthz_server.identity.kept_alive_http import KeptAliveHttp
 from extauthz_server.identity.router import ProviderRouter
 from extauthz_server.metadata.authorization_services import PermissionRouter
 from extauthz_server.ops.logs import Auditor, audit_sink, lines_dropped
@@ -70,6 +71,8 @@ class Server:
         # The HTTP authorization listener's port; 0 while it is off.
         self.http_authz_port = 0
         self._session: aiohttp.ClientSession | None = None
+        # Introspection only: the hottest outbound call has a client of its own, leaner.
+        self._introspection_http: KeptAliveHttp | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._logout_http: web.AppRunner | None = None
@@ -183,9 +186,16 @@ class Server:
             connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        self._introspection_http = KeptAliveHttp(max_connections=HTTP_POOL_SIZE)
         for provider_config in config.providers:
             runtime = await start_provider(
-                config, provider_config, self._session, self.metrics, self._tracing, self._tasks
+                config,
+                provider_config,
+                self._session,
+                self.metrics,
+                self._tracing,
+                self._tasks,
+                self._introspection_http,
             )
             self.providers.append(runtime)
             self._tasks.append(asyncio.create_task(runtime.prepare()))
@@ -299,6 +309,8 @@ class Server:
                 await runner.cleanup()
         for provider in self.providers:
             await provider.close()
+        if self._introspection_http is not None:
+            await self._introspection_http.close()
         if self._session is not None:
             await self._session.close()
         self._tracing.close()

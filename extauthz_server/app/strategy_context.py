@@ -18,7 +18,11 @@ from extauthz_server.config.providers import (
 )
 from extauthz_server.errors import ConfigError
 from extauthz_server.identity.discovery import EndpointSource
-from extauthz_server.identity.introspection import IntrospectionClient
+from extauthz_server.identity.introspection import (
+    HttpTransport,
+    IntrospectionClient,
+    SessionTransport,
+)
 from extauthz_server.identity.jwks import JwksCache
 from extauthz_server.identity.strategies import (
     IdentityStrategy,
@@ -46,6 +50,8 @@ class StrategyContext:
     keys: JwksCache
     metrics: CheckMetrics
     tracing: Tracing = field(default_factory=NoTracing)
+    # What introspection requests travel by; None: through `session`.
+    introspection_http: HttpTransport | None = None
 
     @property
     def options(self) -> Mapping[str, object]:
@@ -59,8 +65,11 @@ class StrategyContext:
             raise ConfigError(
                 provider.key("client_secret"), "introspection needs the client credentials"
             )
+        http = self.introspection_http
+        if http is None:
+            http = SessionTransport(self.session)
         client = IntrospectionClient(
-            self.session, self.endpoints, credentials, provider.timeout_s, self.tracing
+            http, self.endpoints, credentials, provider.timeout_s, self.tracing
         )
         return IntrospectionStrategy(client, provider.role_claims, self.metrics)
 

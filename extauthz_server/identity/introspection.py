@@ -1,4 +1,5 @@
-"""RFC 7662 token introspection over one pooled aiohttp session."""
+"""RFC 7662 token introspection over kept-alive HTTP connections (`KeptAliveHttp`, or an
+aiohttp session where a strategy is built without one)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 from urllib.parse import quote_plus, urlencode
 
 import aiohttp
@@ -17,6 +19,7 @@ from extauthz_server.core.secret import Secret
 from extauthz_server.core.strict_json import loads_strict, oauth_error_code
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
 from extauthz_server.identity.discovery import EndpointSource
+from extauthz_server.identity.kept_alive_http import HttpAnswer, HttpRequestFailed
 from extauthz_server.identity.provider_http import (
     failure_reason,
     read_bounded,
@@ -49,6 +52,33 @@ class ClientCredentials:
         return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
+class HttpTransport(Protocol):
+    """How an introspection request travels: `KeptAliveHttp`, or `SessionTransport`."""
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], max_body_bytes: int
+    ) -> HttpAnswer:
+        """The answer, its body cut at `max_body_bytes + 1`; raises HttpRequestFailed."""
+        ...
+
+
+class SessionTransport:
+    """POSTs through an aiohttp session, answering as `KeptAliveHttp` does."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], max_body_bytes: int
+    ) -> HttpAnswer:
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                content = await read_bounded(response, max_body_bytes)
+                return HttpAnswer(response.status, response.content_type, content)
+        except aiohttp.ClientError as exc:
+            raise HttpRequestFailed(failure_reason(exc)) from exc
+
+
 class _Retryable(Exception):
     """A failure worth one more attempt: connection error or 5xx."""
 
@@ -56,14 +86,14 @@ class _Retryable(Exception):
 class IntrospectionClient:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpTransport,
         endpoints: EndpointSource,
         credentials: ClientCredentials,
         timeout_s: float,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or NoTracing()
-        self._session = session
+        self._http = http
         self._endpoints = endpoints
         self._credentials = credentials
         self._timeout_s = timeout_s
@@ -104,21 +134,17 @@ class IntrospectionClient:
         if self._credentials.method is ClientAuthMethod.CLIENT_SECRET_POST:
             form["client_id"] = self._credentials.client_id
             form["client_secret"] = self._credentials.client_secret.reveal()
-        # Encoded here: aiohttp's form machinery costs more than the rest of the request.
-        body = urlencode(form).encode("ascii")
         headers = dict(self._headers)
         try:
             with self._tracing.client_span("token introspection", headers) as span:
-                async with self._session.post(endpoint, data=body, headers=headers) as response:
-                    status = response.status
-                    span.set_attribute("http.response.status_code", status)
-                    content_type = response.content_type
-                    body = await read_bounded(response, MAX_RESPONSE_BYTES)
-        except aiohttp.ClientError as exc:
+                answer = await self._http.post(
+                    endpoint, urlencode(form).encode("ascii"), headers, MAX_RESPONSE_BYTES
+                )
+                span.set_attribute("http.response.status_code", answer.status)
+        except HttpRequestFailed as exc:
             self._endpoints.forget()
-            raise _Retryable(
-                f"introspection endpoint {shown_url(endpoint)}: {failure_reason(exc)}"
-            ) from exc
+            raise _Retryable(f"introspection endpoint {shown_url(endpoint)}: {exc.reason}") from exc
+        status, body = answer.status, answer.body
         if status >= 500:
             raise _Retryable(
                 f"introspection endpoint {shown_url(endpoint)}: {status_reason(status)}"
@@ -145,7 +171,7 @@ class IntrospectionClient:
             raise ProviderUnavailable(
                 f"introspection endpoint {shown_url(endpoint)}: {status_reason(status)}"
             )
-        return _parse_document(body, content_type)
+        return _parse_document(body, answer.content_type)
 
 
 def _parse_document(body: bytes, content_type: str) -> Mapping[str, object]:

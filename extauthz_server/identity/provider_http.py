@@ -1,6 +1,6 @@
 """Talking to the provider over HTTP: GET a JSON document (discovery, JWKS) with a bounded
-read, and the words for what went wrong. Every failure names the URL it was about and a
-plain reason, with the usual cause where one is known."""
+read, and the words for what went wrong, whichever HTTP client met it. Every failure names
+the URL it was about and a plain reason, with the usual cause where one is known."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ _STATUS_HINTS = {
     403: "our client credentials were refused (provider.client_id, client_secret, auth_method)",
     404: "not found (is the issuer right, realm included?)",
 }
+
+TLS_FAILED = "TLS failed (is the certificate trusted, the scheme right?)"
+SERVER_CLOSED = "the server closed the connection"
+NOT_RESOLVED = "the host name does not resolve (DNS)"
+REFUSED = "connection refused (is anything listening at that address?)"
+TIMED_OUT = "timed out"
 
 
 async def fetch_json(
@@ -73,18 +79,24 @@ def status_reason(status: int) -> str:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """What a failed connection means, in words (not a Python class name)."""
+    """What a failed aiohttp request means, in words (not a Python class name)."""
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return "TLS failed (is the certificate trusted, the scheme right?)"
+        return TLS_FAILED
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
+        return SERVER_CLOSED
     if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-        if isinstance(cause, socket.gaierror):
-            return "the host name does not resolve (DNS)"
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused (is anything listening at that address?)"
-        return f"cannot connect ({cause.strerror or type(cause).__name__})"
+        return connect_failure_reason(exc.os_error)
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return "timed out"
+        return TIMED_OUT
     return f"request failed ({type(exc).__name__})"
+
+
+def connect_failure_reason(exc: OSError) -> str:
+    """What a failed connection attempt means, in words."""
+    if isinstance(exc, ssl.SSLError):
+        return TLS_FAILED
+    if isinstance(exc, socket.gaierror):
+        return NOT_RESOLVED
+    if isinstance(exc, ConnectionRefusedError):
+        return REFUSED
+    return f"cannot connect ({exc.strerror or type(exc).__name__})"
