@@ -214,9 +214,9 @@ def _build(top: Section, base_dir: Path) -> Config:
     max_token_bytes = limits.integer("max_token_bytes", DEFAULT_MAX_TOKEN_BYTES, 64, 1 << 20)
     limits.finish()
     logging_section = top.section("logging")
-    log_level = logging_section.string("level", "INFO").upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError("logging.level", "expected DEBUG, INFO, WARNING or ERROR")
+    log_level = logging_section.choice(
+        "level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+    )
     audit_enabled = logging_section.boolean("audit", True)
     audit_allow_sample_rate = logging_section.number("audit_allow_sample_rate", 1.0, 0.0, 1.0)
     logging_section.finish()
@@ -260,9 +260,7 @@ def _optional_listen_address(section: Section, name: str) -> str | None:
 
 
 def _event_loop(section: Section) -> str:
-    name = section.string("event_loop", "asyncio")
-    if name not in ("asyncio", "uvloop"):
-        raise ConfigError(section.key("event_loop"), "expected asyncio or uvloop")
+    name = section.choice("event_loop", ("asyncio", "uvloop"), "asyncio")
     if name == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             section.key("event_loop"),

@@ -115,7 +115,7 @@ def _auth(section: Section, base_dir: Path) -> ApiAuth:
         auth = Section({"type": value}, section.key("auth"))
     else:
         auth = Section(value, section.key("auth"))
-    kind = auth.string("type")
+    kind = auth.choice("type", ("none", "bearer", "client_credentials"))
     if kind == "none":
         auth.finish()
         return NoAuth()
@@ -123,18 +123,12 @@ def _auth(section: Section, base_dir: Path) -> ApiAuth:
         token = _token(auth, base_dir)
         auth.finish()
         return BearerAuth(token)
-    if kind == "client_credentials":
-        endpoint = auth.optional_string("token_endpoint")
-        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-            raise ConfigError(
-                auth.key("token_endpoint"), f"expected an http(s) URL, got {endpoint!r}"
-            )
-        scope = auth.optional_string("scope")
-        auth.finish()
-        return ClientCredentialsAuth(endpoint, scope)
-    raise ConfigError(
-        auth.key("type"), f"expected one of none, bearer, client_credentials, got {kind!r}"
-    )
+    endpoint = auth.optional_string("token_endpoint")
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ConfigError(auth.key("token_endpoint"), f"expected an http(s) URL, got {endpoint!r}")
+    scope = auth.optional_string("scope")
+    auth.finish()
+    return ClientCredentialsAuth(endpoint, scope)
 
 
 def _token(auth: Section, base_dir: Path) -> Secret:
@@ -150,9 +144,4 @@ def _token(auth: Section, base_dir: Path) -> Secret:
 
 
 def _choice(section: Section, name: str, kind: type[E], default: str, *, upper: bool = False) -> E:
-    text = section.string(name, default)
-    try:
-        return kind(text.upper() if upper else text)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise ConfigError(section.key(name), f"expected one of {choices}, got {text!r}") from None
+    return kind(section.choice(name, [member.value for member in kind], default, upper=upper))

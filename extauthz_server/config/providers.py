@@ -140,12 +140,13 @@ def _provider(
     )
     client_id = client_id or ""
     secret = _secret(section, base_dir, required=needs_client)
-    method_text = section.string("auth_method", ClientAuthMethod.CLIENT_SECRET_BASIC.value)
-    try:
-        method = ClientAuthMethod(method_text)
-    except ValueError:
-        choices = ", ".join(m.value for m in ClientAuthMethod)
-        raise ConfigError(section.key("auth_method"), f"expected one of {choices}") from None
+    method = ClientAuthMethod(
+        section.choice(
+            "auth_method",
+            [method.value for method in ClientAuthMethod],
+            ClientAuthMethod.CLIENT_SECRET_BASIC.value,
+        )
+    )
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     max_concurrency = section.integer("max_concurrency", 64, 1, 10_000)
     logout_audiences = frozenset(section.string_list("logout_audiences"))
@@ -170,9 +171,7 @@ def _provider(
     authorization_services = _authorization_services(
         section.section("authorization_services"), secret is not None
     )
-    dpop = section.string("dpop", "allowed")
-    if dpop not in ("allowed", "required"):
-        raise ConfigError(section.key("dpop"), f"expected allowed or required, got {dpop!r}")
+    dpop = section.choice("dpop", ("allowed", "required"), "allowed")
     section.finish()
     return ProviderConfig(
         issuer=issuer,

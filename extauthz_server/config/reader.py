@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +42,11 @@ _YAML_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
 def describe(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def alternatives(choices: Sequence[str]) -> str:
+    """`a, b or c`: the values a key takes, for an error message."""
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 class Section:
@@ -118,6 +123,22 @@ class Section:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(self.key(name), "expected a list of strings")
         return tuple(value)
+
+    def choice(
+        self,
+        name: str,
+        choices: Sequence[str],
+        default: str | _Required = REQUIRED,
+        *,
+        upper: bool = False,
+    ) -> str:
+        """One of `choices` (`default` when the key is absent); `upper`: written in any case
+        and given back upper-cased."""
+        text = self.string(name, default)
+        chosen = text.upper() if upper else text
+        if chosen not in choices:
+            raise ConfigError(self.key(name), f"expected {alternatives(choices)}, got {text!r}")
+        return chosen
 
     def subset(self, name: str, allowed: frozenset[str]) -> frozenset[str]:
         """A non-empty list drawn from `allowed` (all of it by default), e.g. algorithms."""

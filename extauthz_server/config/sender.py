@@ -27,9 +27,7 @@ class SenderConstraintsConfig:
 
 def parse_sender_constraints(dpop: Section, mtls: Section) -> SenderConstraintsConfig:
     algorithms = dpop.subset("algorithms", PROOF_ALGORITHMS)
-    scheme = dpop.optional_string("external_scheme")
-    if scheme is not None and scheme not in _SCHEMES:
-        raise ConfigError(dpop.key("external_scheme"), f"expected http or https, got {scheme!r}")
+    scheme = dpop.choice("external_scheme", _SCHEMES, "") if dpop.has("external_scheme") else None
     rules = DpopRules(
         algorithms=algorithms,
         max_age_s=dpop.number("max_age_seconds", 25, 1, 600),

@@ -133,7 +133,7 @@ def test_a_top_level_list_answer_is_read_with_the_dot_path() -> None:
         (f"url: '{URL}/{{sub'", "provider.permissions.url", "bad placeholder syntax"),
         ("url: 'https://{sub}.perms/x'", "provider.permissions.url", "only in the path"),
         ("url: 'https://perms/a b/{sub}'", "provider.permissions.url", "printable ASCII"),
-        (f"{{url: '{URL}', method: PUT}}", "provider.permissions.method", "GET, POST"),
+        (f"{{url: '{URL}', method: PUT}}", "provider.permissions.method", "expected GET or POST"),
         (f"{{url: '{URL}', timeout_ms: 0}}", "provider.permissions.timeout_ms", "between 1"),
         (f"{{url: '{URL}', ttl_seconds: -1}}", "provider.permissions.ttl_seconds", "between 0"),
         (f"{{url: '{URL}', on_failure: allow}}", "provider.permissions.on_failure", "deny"),
@@ -162,7 +162,7 @@ def test_a_top_level_list_answer_is_read_with_the_dot_path() -> None:
         ),
         ("{bogus: 1}", "provider.permissions.bogus", "unknown key"),
         (f"{{url: '{URL}', auth: 7}}", "provider.permissions.auth", "expected a mapping"),
-        (f"{{url: '{URL}', auth: basic}}", "provider.permissions.auth.type", "expected one of"),
+        (f"{{url: '{URL}', auth: basic}}", "provider.permissions.auth.type", "expected none, bearer or client_credentials"),
         (f"{{url: '{URL}', auth: {{}}}}", "provider.permissions.auth.type", "is required"),
         (f"{{url: '{URL}', auth: bearer}}", "provider.permissions.auth.token", "is required"),
         (
