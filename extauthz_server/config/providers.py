@@ -212,12 +212,8 @@ def _authorization_services(
             section.path, "asks Keycloak with our client's credentials: set client_secret"
         )
     audience = section.string("audience")
-    mode_text = section.string("mode", PermissionMode.DECISION.value)
-    try:
-        mode = PermissionMode(mode_text)
-    except ValueError:
-        choices = " or ".join(m.value for m in PermissionMode)
-        raise ConfigError(section.key("mode"), f"expected {choices}, got {mode_text!r}") from None
+    modes = [mode.value for mode in PermissionMode]
+    mode = PermissionMode(section.choice("mode", modes, PermissionMode.DECISION.value))
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()
