@@ -162,7 +162,11 @@ def test_a_top_level_list_answer_is_read_with_the_dot_path() -> None:
         ),
         ("{bogus: 1}", "provider.permissions.bogus", "unknown key"),
         (f"{{url: '{URL}', auth: 7}}", "provider.permissions.auth", "expected a mapping"),
-        (f"{{url: '{URL}', auth: basic}}", "provider.permissions.auth.type", "expected none, bearer or client_credentials"),
+        (
+            f"{{url: '{URL}', auth: basic}}",
+            "provider.permissions.auth.type",
+            "expected none, bearer or client_credentials",
+        ),
         (f"{{url: '{URL}', auth: {{}}}}", "provider.permissions.auth.type", "is required"),
         (f"{{url: '{URL}', auth: bearer}}", "provider.permissions.auth.token", "is required"),
         (
