@@ -1,7 +1,8 @@
 """nginx (`auth_request`, deploy/nginx/extauthz.conf) and Caddy (`forward_auth`,
-deploy/caddy/Caddyfile), Debian's packages running the shipped files → our HTTP authorization
-listener → real Keycloak; the upstream echoes what it received. The counterparts of the
-Envoy scenarios, per proxy."""
+deploy/caddy/Caddyfile), Debian's packages, and Traefik (ForwardAuth,
+deploy/traefik/dynamic.yml), built from its Go module, running the shipped files → our HTTP
+authorization listener → real Keycloak; the upstream echoes what it received. The
+counterparts of the Envoy scenarios, per proxy."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import access_token, http_get, without_provider
+from tests.support import traefik_binary
 from tests.support.authz_process import AuthzProcess
 from tests.support.caddy import start_caddy
 from tests.support.dpop import DpopKey
@@ -19,19 +21,36 @@ from tests.support.keycloak import Keycloak
 from tests.support.net import free_port
 from tests.support.nginx import start_nginx
 from tests.support.proxy_process import ProxyProcess
+from tests.support.traefik import start_traefik
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.proxies]
 
 
 RunningProxy = ProxyProcess
 StartProxy = Callable[..., ProxyProcess]
-STARTERS: dict[str, StartProxy] = {"nginx": start_nginx, "caddy": start_caddy}
+STARTERS: dict[str, StartProxy] = {
+    "nginx": start_nginx,
+    "caddy": start_caddy,
+    "traefik": start_traefik,
+}
 # With our server unreachable nginx's config answers 503; Caddy's forward_auth gives its own
-# 502. Either way nothing reaches the upstream.
-STATUS_WITHOUT_OUR_SERVER = {"nginx": 503, "caddy": 502}
+# 502, Traefik's ForwardAuth its own 500. Either way nothing reaches the upstream.
+STATUS_WITHOUT_OUR_SERVER = {"nginx": 503, "caddy": 502, "traefik": 500}
 
 
-@pytest.fixture(scope="module", params=sorted(STARTERS))
+def _proxy_params() -> list[object]:
+    # .ci/run builds Traefik before the tests. Where it has not been built yet, the first
+    # Traefik test builds it, which from empty Go caches takes longer than the suite's
+    # timeout allows a test: only then do the Traefik tests get the build's bound on top.
+    build_first = traefik_binary.cached_binary() is None
+    slow = pytest.mark.timeout(traefik_binary.BUILD_TIMEOUT_S + 300)
+    return [
+        pytest.param(name, marks=slow if build_first and name == "traefik" else ())
+        for name in sorted(STARTERS)
+    ]
+
+
+@pytest.fixture(scope="module", params=_proxy_params())
 def proxy_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

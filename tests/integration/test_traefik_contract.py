@@ -1,6 +1,8 @@
-"""Traefik's ForwardAuth, played by a client that does what Traefik does (it is not a Debian
-package, and a build from the Go module proxy fails here: several of its dependencies are not
-served). Read from Traefik's `pkg/middlewares/auth/forward.go`:
+"""Traefik's ForwardAuth, played by a client that does what Traefik does. It complements
+tests/e2e/test_behind_forward_auth_proxies.py, which runs the real Traefik on the shipped
+deploy/traefik/dynamic.yml: this one states the contract rule by rule, against the Keycloak
+stand-in, without Keycloak or a Traefik build. Read from Traefik's
+`pkg/middlewares/auth/forward.go`:
 
 - the auth request is a GET to `address`, carrying the client's headers (hop-by-hop ones
   removed) with X-Forwarded-For, -Method, -Proto, -Host and -Uri set from the original
