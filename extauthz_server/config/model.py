@@ -404,7 +404,11 @@ def authorizer_settings(config: Config) -> AuthorizerSettings:
         realm=config.provider.realm,
         max_token_bytes=config.max_token_bytes,
         provider_realms={provider.name: provider.realm for provider in config.providers},
-        decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries),
+        # An allow is remembered for the identity object the cache hands back next time; with
+        # ttl_seconds: 0 nothing comes back, and remembering would only keep garbage alive.
+        decision_memo_size=min(ALLOWED_MEMO_SIZE, config.cache.max_entries)
+        if config.cache.ttl_s > 0
+        else 0,
         identity_token=config.identity_token,
         dpop=config.sender.dpop,
         dpop_required=frozenset(p.name for p in config.providers if p.dpop_required),

@@ -73,7 +73,8 @@ class AuthorizerSettings:
     max_token_bytes: int
     # Provider name → its realm, for the challenge of routes pinned to a provider.
     provider_realms: Mapping[str, str] = field(default_factory=dict)
-    # At most this many allow decisions are kept for reuse (never more than the L1 holds).
+    # At most this many allow decisions are kept for reuse (never more than the L1 holds;
+    # none when the cache keeps no identity).
     decision_memo_size: int = ALLOWED_MEMO_SIZE
     # A signed identity token for the upstream on every allow with an identity (None: off).
     identity_token: IdentityTokenSettings | None = None
@@ -189,7 +190,7 @@ class _State:
                 identity.expires_at,
             )
         decision = _allow(self.settings, reason, route, identity, roles, minted)
-        if key is None:
+        if key is None or not self.settings.decision_memo_size:
             return decision
         if len(self.allowed) >= self.settings.decision_memo_size:
             self.allowed.clear()

@@ -47,7 +47,7 @@ class PreparedAnswers(Generic[T]):
     def answer(self, decision: Decision, build: Callable[[], T], form: Hashable = None) -> T:
         """`build()`'s answer; for an allow, the one built before for this decision (and
         `form`, when an edge answers one decision in several forms)."""
-        if not decision.allowed:
+        if not decision.allowed or not self._authorizer.settings.decision_memo_size:
             return build()
         key = (id(decision), form)
         kept = self._answers.get(key)

@@ -456,6 +456,35 @@ async def test_a_cached_identity_gets_the_same_decision_until_the_settings_chang
     assert after_reload == first
 
 
+async def test_with_nothing_cached_no_decision_is_kept_for_reuse(
+    seed_yaml: str, seed_config: Config
+) -> None:
+    # ttl_seconds: 0 hands a new identity to every Check: a remembered allow would never be
+    # asked for again, and would only keep the identity and its decision alive.
+    document = yaml.safe_load(seed_yaml)
+    document.setdefault("cache", {})["ttl_seconds"] = 0
+    uncached = parse_config(yaml.safe_dump(document), {})
+    bob = Identity(
+        subject="sub-bob",
+        username="bob",
+        email=None,
+        client_id="web-app",
+        scopes=frozenset(),
+        provider_roles=frozenset({"manager"}),
+        expires_at=None,
+    )
+    authorizer = Authorizer(settings_from(uncached), FakeIdentitySource({"bob": bob}))
+
+    first = await authorizer.check(request("/api/forms", "bob"), 0.1)
+    again = await authorizer.check(request("/api/forms", "bob"), 0.1)
+
+    assert settings_from(uncached).decision_memo_size == 0
+    assert settings_from(seed_config).decision_memo_size > 0
+    assert first.allowed
+    assert again == first
+    assert again is not first
+
+
 async def test_a_route_pinned_to_a_provider_challenges_for_that_providers_realm() -> None:
     document = {
         "providers": [
