@@ -18,7 +18,12 @@ import jwt
 
 from extauthz_server.core.identity import ACCESS_TOKEN_TYPES, Inactive, audience_of, claim_time
 from extauthz_server.core.strict_json import loads_strict
-from extauthz_server.identity.signing_keys import ALLOWED_ALGS, KeyNotFound, KeySource
+from extauthz_server.identity.signing_keys import (
+    ALLOWED_ALGS,
+    KeyNotFound,
+    KeysAtHand,
+    KeySource,
+)
 
 # The algorithms a provider may use unless `provider.jwt.algorithms` narrows them. No "none"
 # and no HS*: a shared secret cannot be published, and HS256 "signed" with a public key
@@ -53,15 +58,47 @@ async def verify_access_token(
 
     The caller has already bounded the token's size (limits.max_token_bytes).
     """
-    header = _header(token)
-    rejected = _screen_header(header, rules)
-    if rejected is not None or header is None:
-        return rejected or Inactive.BAD_JWT
+    header = _usable_header(token, rules)
+    if isinstance(header, Inactive):
+        return header
     alg, kid, _typ = header
     try:
         key = await keys.key_for(kid, alg)
     except KeyNotFound:
         return Inactive.BAD_JWT
+    return _verified(token, key, alg, rules, issuers, now)
+
+
+def verify_access_token_at_hand(
+    token: str,
+    keys: KeysAtHand,
+    rules: JwtRules,
+    issuers: frozenset[str],
+    now: float,
+) -> Mapping[str, object] | Inactive | None:
+    """As `verify_access_token` when the signing key is already known, with no waiting;
+    None when the key would have to be fetched first."""
+    header = _usable_header(token, rules)
+    if isinstance(header, Inactive):
+        return header
+    alg, kid, _typ = header
+    key = keys.key_at_hand(kid, alg)
+    if key is None:
+        return None
+    return _verified(token, key, alg, rules, issuers, now)
+
+
+def _usable_header(token: str, rules: JwtRules) -> Header | Inactive:
+    header = _header(token)
+    rejected = _screen_header(header, rules)
+    if rejected is not None or header is None:
+        return rejected or Inactive.BAD_JWT
+    return header
+
+
+def _verified(
+    token: str, key: jwt.PyJWK, alg: str, rules: JwtRules, issuers: frozenset[str], now: float
+) -> Mapping[str, object] | Inactive:
     claims = _verified_claims(token, key, alg)
     if claims is None:
         return Inactive.BAD_JWT

@@ -99,6 +99,15 @@ class JwksCache:
             raise KeyNotFound(kid, alg)
         return key
 
+    def key_at_hand(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        """As `key_for`, for a key already loaded; None when finding it would mean a fetch."""
+        if alg not in _KEY_SHAPE_FOR_ALG:
+            return None
+        key = self._find(kid, alg)
+        if key is not None and self._is_old():
+            self._start_fetch()
+        return key
+
     @property
     def loaded(self) -> bool:
         return self._loaded_at is not None

@@ -6,7 +6,7 @@ Shared by the access token verifier and the logout token verifier; pure, no I/O 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import jwt
 
@@ -33,4 +33,12 @@ class KeySource(Protocol):
 
         Raises `KeyNotFound` if there is none, `ProviderUnavailable` if keys cannot be read.
         """
+        ...
+
+
+@runtime_checkable
+class KeysAtHand(Protocol):
+    def key_at_hand(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        """The verification key for `kid` and `alg` if it is already known, without waiting
+        for any fetch; None when only `key_for` can tell."""
         ...

@@ -22,8 +22,13 @@ from extauthz_server.core.identity import (
 )
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.errors import ProviderRejectedClient, ProviderUnavailable
-from extauthz_server.identity.access_token import JwtRules, screen_access_token, verify_access_token
-from extauthz_server.identity.signing_keys import KeySource
+from extauthz_server.identity.access_token import (
+    JwtRules,
+    screen_access_token,
+    verify_access_token,
+    verify_access_token_at_hand,
+)
+from extauthz_server.identity.signing_keys import KeysAtHand, KeySource
 from extauthz_server.ops.metrics import CheckMetrics
 
 
@@ -41,6 +46,17 @@ class ScreeningStrategy(IdentityStrategy, Protocol):
     resolver asks before any cache lookup, so garbage never costs a Redis call."""
 
     def screen(self, token: str) -> Inactive | None: ...
+
+
+@runtime_checkable
+class AtHandStrategy(IdentityStrategy, Protocol):
+    """A strategy that can often answer with no I/O at all (a JWT whose signing key is
+    loaded): the resolver then asks it directly, without the coalescing and concurrency
+    limit that calls to a provider need."""
+
+    def identify_at_hand(self, token: str) -> Identity | Inactive | None:
+        """The answer `identify` would give, when it needs no I/O; None otherwise."""
+        ...
 
 
 class Introspector(Protocol):
@@ -101,6 +117,7 @@ class JwtVerifier:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
+        self._keys_at_hand = keys if isinstance(keys, KeysAtHand) else None
         self._endpoints = endpoints
         self.rules = rules
         self._metrics = metrics
@@ -116,8 +133,26 @@ class JwtVerifier:
         result = await verify_access_token(
             token, self._keys, self.rules, self._endpoints.accepted_issuers, self._wall_clock()
         )
-        self._metrics.jwt_validations["invalid" if isinstance(result, Inactive) else "valid"] += 1
+        self._count(result)
         return result
+
+    def verify_at_hand(self, token: str) -> Mapping[str, object] | Inactive | None:
+        """As `verify`, when the signing key is already loaded; None when it is not."""
+        if self._keys_at_hand is None:
+            return None
+        result = verify_access_token_at_hand(
+            token,
+            self._keys_at_hand,
+            self.rules,
+            self._endpoints.accepted_issuers,
+            self._wall_clock(),
+        )
+        if result is not None:
+            self._count(result)
+        return result
+
+    def _count(self, result: Mapping[str, object] | Inactive) -> None:
+        self._metrics.jwt_validations["invalid" if isinstance(result, Inactive) else "valid"] += 1
 
     def identity(
         self, claims: Mapping[str, object], role_claims: tuple[ClaimPath, ...]
@@ -141,6 +176,12 @@ class JwtStrategy:
     async def identify(self, token: str, timeout_s: float) -> Identity | Inactive:
         claims = await self._verifier.verify(token)
         if isinstance(claims, Inactive):
+            return claims
+        return self._verifier.identity(claims, self._role_claims)
+
+    def identify_at_hand(self, token: str) -> Identity | Inactive | None:
+        claims = self._verifier.verify_at_hand(token)
+        if claims is None or isinstance(claims, Inactive):
             return claims
         return self._verifier.identity(claims, self._role_claims)
 

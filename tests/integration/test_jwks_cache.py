@@ -127,6 +127,22 @@ async def test_signing_key_is_found_with_one_fetch(cache: JwksCache, server: Jwk
     assert server.requests == 1
 
 
+async def test_a_key_is_at_hand_only_once_loaded_and_never_costs_a_fetch(
+    cache: JwksCache, server: JwksServer
+) -> None:
+    assert cache.key_at_hand("sig-1", "RS256") is None
+    assert server.requests == 0
+
+    await cache.key_for("sig-1", "RS256")
+    at_hand = cache.key_at_hand("sig-1", "RS256")
+
+    assert at_hand is not None
+    assert public_numbers(at_hand) == SIG_KEY.public_key().public_numbers()
+    assert cache.key_at_hand("unknown-kid", "RS256") is None
+    assert cache.key_at_hand("sig-1", "HS256") is None
+    assert server.requests == 1
+
+
 @pytest.mark.parametrize("alg", ["RS256", "RSA-OAEP"])
 async def test_encryption_key_is_never_returned(cache: JwksCache, alg: str) -> None:
     with pytest.raises(KeyNotFound):

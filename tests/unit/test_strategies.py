@@ -3,6 +3,7 @@ and the key source (the real ones are exercised against Keycloak in the integrat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from extauthz_server.core.identity import Identity, Inactive
 from extauthz_server.core.roles import ClaimPath
 from extauthz_server.identity.access_token import JwtRules
 from extauthz_server.identity.router import ProviderEntry, ProviderRouter
+from extauthz_server.identity.signing_keys import KeySource
 from extauthz_server.identity.strategies import (
     IntrospectionStrategy,
     JwtStrategy,
@@ -24,7 +26,7 @@ from extauthz_server.identity.strategies import (
     JwtVerifier,
 )
 from extauthz_server.ops.metrics import CheckMetrics
-from tests.unit.test_logout_token import OTHER_RSA_KEY, RSA_KEY, published_keys
+from tests.unit.test_logout_token import OTHER_RSA_KEY, RSA_KEY, FakeKeys, published_keys
 
 ISSUER = "https://sso.example.test/realms/demo"
 OTHER_ISSUER = "https://sso.example.test/realms/partners"
@@ -67,8 +69,29 @@ def signed(key: Any = RSA_KEY, **claims: object) -> str:
     return jwt.encode(payload, key, "RS256", headers={"kid": "rsa-1"})
 
 
-def verifier(rules: JwtRules | None = None) -> JwtVerifier:
-    return JwtVerifier(published_keys(), FixedIssuers(), rules or JwtRules(), CheckMetrics())
+def verifier(rules: JwtRules | None = None, keys: KeySource | None = None) -> JwtVerifier:
+    return JwtVerifier(
+        keys or published_keys(), FixedIssuers(), rules or JwtRules(), CheckMetrics()
+    )
+
+
+@dataclass
+class KeysLoadedOnDemand:
+    """Keys as JwksCache holds them: at hand once fetched; before that, only `key_for` (which
+    may have to fetch) finds one. `slow_lookups` counts the calls to `key_for`."""
+
+    published: FakeKeys = field(default_factory=published_keys)
+    loaded: set[tuple[str | None, str]] = field(default_factory=set)
+    slow_lookups: int = 0
+
+    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        self.slow_lookups += 1
+        key = await self.published.key_for(kid, alg)
+        self.loaded.add((kid, alg))
+        return key
+
+    def key_at_hand(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        return self.published.keys[(kid, alg)] if (kid, alg) in self.loaded else None
 
 
 def lightweight_mode(
@@ -185,6 +208,43 @@ async def test_a_jwt_of_a_logged_out_session_is_refused_until_it_expires() -> No
     assert len(local) == 1  # the refusal is not cached; the other session is
 
 
+async def test_a_jwt_whose_key_is_loaded_is_identified_at_once_as_after_a_fetch() -> None:
+    keys = KeysLoadedOnDemand()
+    strategy = JwtStrategy(verifier(keys=keys), ROLE_CLAIMS)
+    resolver = IdentityResolver(strategy, LocalIdentityCache(100, 1 << 20, 60), CachePolicy(60, 10))
+    first, second = signed(sid="s-1"), signed(sid="s-2")
+
+    assert strategy.identify_at_hand(first) is None  # the key is not loaded yet
+    after_fetch = await resolver.resolve(first, 1.0)
+    at_hand = await resolver.resolve(second, 1.0)
+    forged = await resolver.resolve(signed(OTHER_RSA_KEY), 1.0)
+
+    assert isinstance(after_fetch, Identity)
+    assert isinstance(at_hand, Identity)
+    assert (at_hand.subject, at_hand.session_id) == ("bob-id", "s-2")
+    assert dataclasses.replace(at_hand, session_id="s-1") == after_fetch
+    assert at_hand.claims is None  # dropped before caching, as on the fetch path
+    assert forged is Inactive.BAD_JWT
+    assert keys.slow_lookups == 1
+    assert resolver.stats.lookups == 3
+    assert await resolver.resolve(second, 1.0) is at_hand  # cached in L1
+
+
+async def test_a_logged_out_session_is_refused_when_its_key_is_at_hand() -> None:
+    keys = KeysLoadedOnDemand()
+    resolver = IdentityResolver(
+        JwtStrategy(verifier(keys=keys), ROLE_CLAIMS),
+        LocalIdentityCache(100, 1 << 20, 60),
+        CachePolicy(60, 10),
+    )
+    assert isinstance(await resolver.resolve(signed(sid="s-0"), 1.0), Identity)  # loads the key
+
+    await resolver.invalidate(Invalidation(session_id="s-1"))
+
+    assert await resolver.resolve(signed(sid="s-1"), 1.0) is Inactive.SESSION_ENDED
+    assert keys.slow_lookups == 1
+
+
 @dataclass
 class RecordingSource:
     name: str
@@ -285,3 +345,20 @@ async def test_tokens_that_cannot_be_jwts_never_cost_a_redis_read() -> None:
 
     assert shared.reads == 1
     assert len(introspector.calls) == 1
+
+
+async def test_with_an_l2_a_jwt_whose_key_is_at_hand_is_still_looked_up_there() -> None:
+    keys = KeysLoadedOnDemand()
+    shared = CountingSharedCache()
+    resolver = IdentityResolver(
+        JwtStrategy(verifier(keys=keys), ROLE_CLAIMS),
+        LocalIdentityCache(100, 1 << 20, 60),
+        CachePolicy(60, 10),
+        shared=shared,
+    )
+
+    await resolver.resolve(signed(sid="s-1"), 1.0)
+    await resolver.resolve(signed(sid="s-2"), 1.0)
+
+    assert shared.reads == 2
+    assert keys.slow_lookups == 2
