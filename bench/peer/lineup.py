@@ -57,9 +57,10 @@ def jwt_provider(jwks_uri: str) -> dict[str, object]:
 
 
 def jwt_server_config(issuer: IssuerServer, *, ttl_seconds: float) -> str:
-    """Our server's configuration for the jwt rows, trusting `issuer`'s keys."""
+    """Our server's configuration for the jwt rows, trusting `issuer`'s keys; the audit line
+    on, as it is by default (the plugin runs as shipped too: decision logs off)."""
     return server_config_text(
-        issuer.issuer, ttl_seconds=ttl_seconds, provider=jwt_provider(issuer.jwks_uri)
+        issuer.issuer, ttl_seconds=ttl_seconds, provider=jwt_provider(issuer.jwks_uri), audit=True
     )
 
 
