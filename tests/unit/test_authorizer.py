@@ -425,18 +425,21 @@ async def test_provider_failure_never_allows_a_protected_route(authorizer: Autho
                 assert decision.status == (403 if unrouted else 503), (path, method)
 
 
+MANAGER_BOB = Identity(
+    subject="sub-bob",
+    username="bob",
+    email=None,
+    client_id="web-app",
+    scopes=frozenset(),
+    provider_roles=frozenset({"manager"}),
+    expires_at=None,
+)
+
+
 async def test_a_cached_identity_gets_the_same_decision_until_the_settings_change(
     seed_config: Config,
 ) -> None:
-    bob = Identity(
-        subject="sub-bob",
-        username="bob",
-        email=None,
-        client_id="web-app",
-        scopes=frozenset(),
-        provider_roles=frozenset({"manager"}),
-        expires_at=None,
-    )
+    bob = MANAGER_BOB
     twin = dataclasses.replace(bob)
     source = FakeIdentitySource({"bob": bob, "twin": twin})
     authorizer = Authorizer(settings_from(seed_config), source)
@@ -464,15 +467,7 @@ async def test_with_nothing_cached_no_decision_is_kept_for_reuse(
     document = yaml.safe_load(seed_yaml)
     document.setdefault("cache", {})["ttl_seconds"] = 0
     uncached = parse_config(yaml.safe_dump(document), {})
-    bob = Identity(
-        subject="sub-bob",
-        username="bob",
-        email=None,
-        client_id="web-app",
-        scopes=frozenset(),
-        provider_roles=frozenset({"manager"}),
-        expires_at=None,
-    )
+    bob = MANAGER_BOB
     authorizer = Authorizer(settings_from(uncached), FakeIdentitySource({"bob": bob}))
 
     first = await authorizer.check(request("/api/forms", "bob"), 0.1)
