@@ -1,6 +1,7 @@
 """IdentityResolver: token digest → L1 → L2 → the provider's strategy (one call per token at a
 time, a bounded number at once) → Identity, cached in both levels. A strategy that can answer
-with no I/O (a JWT whose key is loaded) is asked directly after L1 when there is no L2."""
+with no I/O (a JWT whose key is loaded) is asked directly after L1, and its answer is kept in
+L1 only: verifying the token again costs less than a Redis round trip."""
 
 from __future__ import annotations
 
@@ -85,14 +86,11 @@ class IdentityResolver:
     ) -> None:
         self._strategy = strategy
         self._screen = strategy.screen if isinstance(strategy, ScreeningStrategy) else None
-        # Without L2, an answer the strategy has at hand (a JWT whose key is loaded) is taken
-        # at once: coalescing and the concurrency limit are for calls that wait on a provider,
-        # and cost about a tenth of what verifying a JWT does.
-        self._at_hand = (
-            strategy.identify_at_hand
-            if isinstance(strategy, AtHandStrategy) and shared is None
-            else None
-        )
+        # An answer the strategy has at hand (a JWT whose key is loaded) is taken at once:
+        # coalescing and the concurrency limit are for calls that wait on a provider, and cost
+        # about a tenth of what verifying a JWT does; L2 is neither read nor written for it,
+        # since any replica verifies the token faster than it could fetch the answer.
+        self._at_hand = strategy.identify_at_hand if isinstance(strategy, AtHandStrategy) else None
         self._local = local
         self._shared = shared
         self._cache_policy = cache_policy
@@ -115,7 +113,7 @@ class IdentityResolver:
             self.stats.misses += 1
             self.stats.lookups += 1
             lookup_level.set("provider")
-            return self._settle(digest, answer)
+            return self._settle(digest, answer, share=False)
         result, joined = await self._in_flight.run(
             digest,
             lambda: self._resolve_uncached(token, digest, entry, timeout_s),
@@ -163,8 +161,10 @@ class IdentityResolver:
             raise
         return self._settle(digest, result)
 
-    def _settle(self, digest: bytes, result: Identity | Inactive) -> Identity | Inactive:
-        """The strategy's answer as it is cached and served."""
+    def _settle(
+        self, digest: bytes, result: Identity | Inactive, *, share: bool = True
+    ) -> Identity | Inactive:
+        """The strategy's answer as it is cached (in L2 too when `share`) and served."""
         if isinstance(result, Identity):
             if not self._cache_policy.keep_claims:
                 result = without_claims(result)
@@ -172,7 +172,7 @@ class IdentityResolver:
                 # A logout ended the session: a JWT validated locally (or an answer that
                 # was under way) would otherwise still pass until the token expires.
                 result = Inactive.SESSION_ENDED
-        self._store(digest, result)
+        self._store(digest, result, share=share)
         return result
 
     def _may_serve_stale(self, entry: CacheEntry) -> bool:
@@ -209,7 +209,7 @@ class IdentityResolver:
         finally:
             self._slots.release()
 
-    def _store(self, digest: bytes, result: Identity | Inactive) -> None:
+    def _store(self, digest: bytes, result: Identity | Inactive, *, share: bool = True) -> None:
         if result in DECIDED_LOCALLY:
             return
         now = self._wall_clock()
@@ -228,5 +228,5 @@ class IdentityResolver:
             return
         entry = CacheEntry(result, fresh_until, stale_until)
         self._local.put(digest, entry)
-        if self._shared is not None:
+        if share and self._shared is not None:
             self._shared.put_later(digest, entry)

@@ -314,13 +314,14 @@ class CountingSharedCache:
     """A SharedCache (the Redis seam) that holds nothing and counts reads."""
 
     reads: int = 0
+    writes: int = 0
 
     async def get(self, digest: bytes) -> CacheEntry | None:
         self.reads += 1
         return None
 
     def put_later(self, digest: bytes, entry: CacheEntry) -> None:
-        return None
+        self.writes += 1
 
     async def invalidate(self, invalidation: Invalidation) -> Invalidation:
         return invalidation
@@ -347,7 +348,7 @@ async def test_tokens_that_cannot_be_jwts_never_cost_a_redis_read() -> None:
     assert len(introspector.calls) == 1
 
 
-async def test_with_an_l2_a_jwt_whose_key_is_at_hand_is_still_looked_up_there() -> None:
+async def test_a_jwt_whose_key_is_at_hand_costs_no_redis_round_trip() -> None:
     keys = KeysLoadedOnDemand()
     shared = CountingSharedCache()
     resolver = IdentityResolver(
@@ -357,8 +358,12 @@ async def test_with_an_l2_a_jwt_whose_key_is_at_hand_is_still_looked_up_there() 
         shared=shared,
     )
 
-    await resolver.resolve(signed(sid="s-1"), 1.0)
-    await resolver.resolve(signed(sid="s-2"), 1.0)
+    first, second = signed(sid="s-1"), signed(sid="s-2")
+    await resolver.resolve(first, 1.0)  # the key is not loaded yet: L2, then a fetch
+    await resolver.resolve(second, 1.0)
+    again = await resolver.resolve(second, 1.0)
 
-    assert shared.reads == 2
-    assert keys.slow_lookups == 2
+    assert isinstance(again, Identity)
+    assert (shared.reads, shared.writes) == (1, 1)
+    assert keys.slow_lookups == 1
+    assert resolver.stats.l1_hits == 1
