@@ -87,14 +87,12 @@ class JwksCache:
         """
         if alg not in _KEY_SHAPE_FOR_ALG:
             raise KeyNotFound(kid, alg)
-        key = self._find(kid, alg)
+        key = self.key_at_hand(kid, alg)
         if key is None:
             await self._refetch(
                 self._timeout_s if timeout_s is None else timeout_s, for_unknown_kid=True
             )
             key = self._find(kid, alg)
-        elif self._is_old():
-            self._start_fetch()
         if key is None:
             raise KeyNotFound(kid, alg)
         return key
