@@ -174,14 +174,14 @@ class JwtStrategy:
         return self._verifier.screen(token)
 
     async def identify(self, token: str, timeout_s: float) -> Identity | Inactive:
-        claims = await self._verifier.verify(token)
-        if isinstance(claims, Inactive):
-            return claims
-        return self._verifier.identity(claims, self._role_claims)
+        return self._identity_of(await self._verifier.verify(token))
 
     def identify_at_hand(self, token: str) -> Identity | Inactive | None:
         claims = self._verifier.verify_at_hand(token)
-        if claims is None or isinstance(claims, Inactive):
+        return None if claims is None else self._identity_of(claims)
+
+    def _identity_of(self, claims: Mapping[str, object] | Inactive) -> Identity | Inactive:
+        if isinstance(claims, Inactive):
             return claims
         return self._verifier.identity(claims, self._role_claims)
 
