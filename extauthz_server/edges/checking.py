@@ -47,13 +47,14 @@ class PreparedAnswers(Generic[T]):
     def answer(self, decision: Decision, build: Callable[[], T], form: Hashable = None) -> T:
         """`build()`'s answer; for an allow, the one built before for this decision (and
         `form`, when an edge answers one decision in several forms)."""
-        if not decision.allowed or not self._authorizer.settings.decision_memo_size:
+        if not decision.allowed:
             return build()
         key = (id(decision), form)
         kept = self._answers.get(key)
         if kept is not None and kept[0] is decision:
             return kept[1]
         answer = build()
+        # With no memo (`decision_memo_size` 0) nothing is reused: at most this one is kept.
         if len(self._answers) >= self._authorizer.settings.decision_memo_size:
             self._answers.clear()
         self._answers[key] = (decision, answer)
