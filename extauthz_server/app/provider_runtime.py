@@ -84,7 +84,9 @@ class ProviderRuntime:
                 delay = min(delay * 2, PREPARE_RETRY_MAX_S)
 
     def entry(self) -> ProviderEntry:
-        return ProviderEntry(self.config.name, self.endpoints, self.source)
+        # Enriched identities are the enrichment's own, and it keeps them by its own rules.
+        still_held = self.resolver.still_held if self.enrichment is None else None
+        return ProviderEntry(self.config.name, self.endpoints, self.source, still_held)
 
     def logout(self) -> LogoutProvider:
         endpoints = self.endpoints

@@ -207,6 +207,7 @@ class Server:
             permissions=PermissionRouter(deciding) if deciding else None,
             replay_guard=self._replay_guard(),
             provider_of=router.provider_of,
+            holding=router.holding,
         )
         checking = Checking(
             self.authorizer,

@@ -124,6 +124,28 @@ class IdentityResolver:
             lookup_level.set("coalesced")
         return result
 
+    def still_held(self, token: str, identity: Identity) -> Callable[[], bool] | None:
+        """For a token just answered with `identity` from a fresh L1 entry: a check, with no
+        I/O, that L1 still holds that very entry and it is still fresh. A logout, a refresh
+        or an eviction replaces or drops the entry, and the check fails from then on. When
+        it passes it counts as the L1 hit it stands for. None when L1 holds no such entry."""
+        digest = token_digest(token)
+        local, clock, stats = self._local, self._wall_clock, self.stats
+        entry = local.get(digest)
+        if entry is None or entry.result is not identity or not entry.is_fresh(clock()):
+            return None
+
+        lookup, fresh_until = local.get, entry.fresh_until
+
+        def held() -> bool:
+            if lookup(digest) is not entry or clock() >= fresh_until:
+                return False
+            stats.l1_hits += 1
+            lookup_level.set("l1")
+            return True
+
+        return held
+
     async def invalidate(self, invalidation: Invalidation) -> int:
         """A logout: drop the session from L2 (telling every process) and from this L1."""
         if self._shared is not None:

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,12 @@ MAX_THROTTLED_KEYS = 256
 MemoKey = tuple[int, str, tuple[tuple[str, str], ...]]
 # Header names kept from earlier configurations (renamed or dropped by reloads).
 MAX_RETIRED_HEADERS = 32
+# Asks, with no I/O, whether the identity source would still answer with the very Identity
+# it answered before (cached, fresh, its session not ended).
+StillHeld = Callable[[], bool]
+# The source's StillHeld for a token it has just answered `identity` for (on the route's
+# provider, or None), or None when it cannot tell without asking again.
+Holding = Callable[[str, str | None, Identity], StillHeld | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,9 @@ class _State:
     # token may be reused, or None when it carries none). The Identity is kept so a reused
     # id can never be mistaken for it.
     allowed: dict[MemoKey, tuple[Identity, Decision, float | None]] = field(default_factory=dict)
+    # An edge's key over every input of a request → the allow decided for it, what must
+    # still hold for it to stand, and its minted token's reuse limit (see Authorizer.repeat).
+    repeats: dict[Hashable, tuple[Decision, StillHeld, float | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
@@ -198,6 +207,16 @@ class _State:
         self.allowed[key] = (identity, decision, reuse_until)
         return decision
 
+    def keep_repeat(
+        self, key: Hashable, memo_key: MemoKey, decision: Decision, still_held: StillHeld
+    ) -> None:
+        kept = self.allowed.get(memo_key)
+        if kept is None or kept[1] is not decision:
+            return  # not remembered (no memo), so not repeatable either
+        if len(self.repeats) >= self.settings.decision_memo_size:
+            self.repeats.clear()
+        self.repeats[key] = (decision, still_held, kept[2])
+
 
 class Authorizer:
     def __init__(
@@ -209,6 +228,7 @@ class Authorizer:
         permissions: PermissionSource | None = None,
         replay_guard: ReplayGuard | None = None,
         provider_of: Callable[[str], str | None] | None = None,
+        holding: Holding | None = None,
     ) -> None:
         # Wall-clock time: minted tokens carry `iat` and `exp` as seconds since the epoch,
         # and DPoP proofs an `iat`.
@@ -219,6 +239,8 @@ class Authorizer:
         self._replay_guard = LocalReplayGuard() if replay_guard is None else replay_guard
         # Which provider a token goes to, for `dpop: required` (the router knows).
         self._provider_of = provider_of or self._sole_provider
+        # Without it no decision is repeated (see `repeat`).
+        self._holding = holding
 
     @property
     def settings(self) -> AuthorizerSettings:
@@ -242,7 +264,32 @@ class Authorizer:
         names = self._state.settings.provider_realms
         return next(iter(names)) if len(names) == 1 else None
 
-    async def check(self, request: AuthRequest, timeout_s: float) -> Decision:
+    def repeat(self, key: Hashable) -> Decision | None:
+        """The allow `check` reached for the request `key` stands for, if it still stands; else
+        None, and the caller checks. No I/O, and a fraction of a check's cost.
+
+        `key` is the edge's, and must cover every input of the request the decision read:
+        the method, host, path and Authorization value, and whatever the edge derives them
+        from. Only what needs nothing else is kept: a Bearer token whose identity binds it to
+        no key or certificate, on a route with no condition, no permission and a token
+        required. It stands while the identity source still holds that very identity (cached,
+        fresh, its session not ended), the settings are unchanged, and its minted token may
+        still be reused."""
+        repeats = self._state.repeats
+        kept = repeats.get(key)
+        if kept is None:
+            return None
+        decision, still_held, reuse_until = kept
+        if (reuse_until is not None and self._clock() >= reuse_until) or not still_held():
+            repeats.pop(key, None)
+            return None
+        return decision
+
+    async def check(
+        self, request: AuthRequest, timeout_s: float, repeat_key: Hashable | None = None
+    ) -> Decision:
+        """The decision for `request`; an allow reached for it may be kept for `repeat`
+        under `repeat_key`."""
         state = self._state
         settings, denials = state.settings, state.denials
         try:
@@ -288,6 +335,7 @@ class Authorizer:
         memo_key = _memo_key(identity, found)
         remembered = state.remembered(memo_key, identity)
         if remembered is not None:
+            self._keep_repeat(state, repeat_key, memo_key, remembered, token, route, identity)
             return remembered
         roles = settings.role_map.map(identity.provider_roles)
         if not route.permits(roles, identity.scopes, found.params):
@@ -312,7 +360,34 @@ class Authorizer:
                 return refused
             allowed = state.allow(memo_key, route, identity, roles)
             return dataclasses.replace(allowed, permission=asked)
-        return state.allow(memo_key, route, identity, roles)
+        allowed = state.allow(memo_key, route, identity, roles)
+        self._keep_repeat(state, repeat_key, memo_key, allowed, token, route, identity)
+        return allowed
+
+    def _keep_repeat(
+        self,
+        state: _State,
+        key: Hashable | None,
+        memo_key: MemoKey | None,
+        decision: Decision,
+        token: AccessToken,
+        route: Route,
+        identity: Identity,
+    ) -> None:
+        """Keep an allow for `repeat` under the edge's `key`: a Bearer token's, on a route
+        with no condition or permission (`memo_key` is None there), for an identity bound to
+        nothing."""
+        if (
+            key is None
+            or memo_key is None
+            or self._holding is None
+            or token.scheme is not Scheme.BEARER
+            or identity.confirmation is not None
+        ):
+            return
+        still_held = self._holding(token.value, route.provider, identity)
+        if still_held is not None:
+            state.keep_repeat(key, memo_key, decision, still_held)
 
     async def _check_permission(
         self,

@@ -16,6 +16,8 @@ from extauthz_server.core.request import AuthRequest
 from extauthz_server.ops.logs import Auditor
 from extauthz_server.ops.metrics import CheckMetrics
 
+R = TypeVar("R")
+
 
 @dataclass(frozen=True, slots=True)
 class Checking:
@@ -31,6 +33,16 @@ class Checking:
         self.metrics.record_decision(decision, elapsed)
         self.auditor.record(request, decision, elapsed, lookup_level.get())
 
+    def record_repeat(
+        self, decision: Decision, started: float, request_of: Callable[[R], AuthRequest], raw: R
+    ) -> None:
+        """`record` for a decision repeated before its request was built: `request_of(raw)`
+        builds it, for an audit line only."""
+        elapsed = time.perf_counter() - started
+        self.metrics.record_decision(decision, elapsed)
+        if self.auditor.writes_lines:
+            self.auditor.record(request_of(raw), decision, elapsed, lookup_level.get())
+
 
 T = TypeVar("T")
 
@@ -43,6 +55,11 @@ class PreparedAnswers(Generic[T]):
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
         self._answers: dict[tuple[int, Hashable], tuple[Decision, T]] = {}
+
+    def kept(self, decision: Decision, form: Hashable = None) -> T | None:
+        """The answer built before for this allow (and `form`), if it is still kept."""
+        kept = self._answers.get((id(decision), form))
+        return kept[1] if kept is not None and kept[0] is decision else None
 
     def answer(self, decision: Decision, build: Callable[[], T], form: Hashable = None) -> T:
         """`build()`'s answer; for an allow, the one built before for this decision (and

@@ -19,6 +19,7 @@ proxy may reach it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -35,6 +36,14 @@ ENVOY_PREFIX = "/envoy"
 FORWARD_AUTH_PATH = "/forward-auth"
 # Envoy's HTTP mode has no headers_to_remove field: the service names them in this header.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+# What a forward-auth request derives the original method, host and URI from.
+FORWARDED_ORIGINAL = (
+    "x-forwarded-method",
+    "x-original-method",
+    "x-forwarded-uri",
+    "x-original-uri",
+    "x-forwarded-host",
+)
 
 
 class NotAnAuthzPath(Exception):
@@ -85,8 +94,11 @@ def _one_of(fields: Mapping[str, str], forwarded: str, original: str) -> str | N
 def _under(raw_path: str, prefix: str, *, allow_subpath: bool = True) -> bool:
     if not raw_path.startswith(prefix):
         return False
-    rest = raw_path[len(prefix) :]
-    return rest == "" or rest[0] == "?" or (allow_subpath and rest[0] == "/")
+    end = len(prefix)
+    if len(raw_path) == end:
+        return True
+    after = raw_path[end]
+    return after == "?" or (allow_subpath and after == "/")
 
 
 def _request(
@@ -116,6 +128,18 @@ def _client_address(headers: Mapping[str, str], peer: str) -> str:
     forwarded = headers.get("x-forwarded-for", "")
     last = forwarded.rsplit(",", 1)[-1].strip()
     return last or peer
+
+
+def repeat_key(request: HttpRequest, authorization: str, envoy: bool) -> tuple[object, ...]:
+    """Every input the decision on a request reads, for `Authorizer.repeat`: the method, the
+    target, `Host` (and for forward-auth the headers naming the original), and the
+    Authorization value as its SHA-256, so that no token is kept."""
+    headers = request.headers
+    fingerprint = hashlib.sha256(authorization.encode("utf-8", "surrogatepass")).digest()
+    key: tuple[object, ...] = (fingerprint, request.method, request.target, headers.get("host"))
+    if envoy:
+        return key
+    return key + tuple(headers.get(name) for name in FORWARDED_ORIGINAL)
 
 
 def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]]:
@@ -151,14 +175,17 @@ class HttpAuthzService:
         raw_path = request.target
         envoy = _under(raw_path, ENVOY_PREFIX)
         try:
+            key = None
+            authorization = request.headers.get("authorization")
+            if authorization is not None and (envoy or _under(raw_path, FORWARD_AUTH_PATH)):
+                key = repeat_key(request, authorization, envoy)
+                repeated = checking.authorizer.repeat(key)
+                if repeated is not None:
+                    checking.record_repeat(repeated, started, self._auth_request, request)
+                    answer = self._answers.kept(repeated, envoy)
+                    return answer if answer is not None else self._answer_for(repeated, envoy)
             try:
-                auth_request = to_auth_request(
-                    request.method,
-                    raw_path,
-                    request.headers,
-                    request.peer,
-                    self._certificate_header,
-                )
+                auth_request = self._auth_request(request)
             except NotAnAuthzPath:
                 return _NOT_AN_AUTHZ_PATH
             except MissingOriginal:
@@ -168,7 +195,7 @@ class HttpAuthzService:
             else:
                 # The proxy sets no deadline over HTTP: the providers' own timeout bounds it.
                 decision = await checking.authorizer.check(
-                    auth_request, checking.provider_timeout_s
+                    auth_request, checking.provider_timeout_s, key
                 )
             checking.record(auth_request, decision, started)
         except asyncio.CancelledError:
@@ -178,6 +205,11 @@ class HttpAuthzService:
             log.exception("check failed unexpectedly; denying")
             decision = checking.denials.deny(Reason.INTERNAL_ERROR)
         return self._answer_for(decision, envoy)
+
+    def _auth_request(self, request: HttpRequest) -> AuthRequest:
+        return to_auth_request(
+            request.method, request.target, request.headers, request.peer, self._certificate_header
+        )
 
     def _answer_for(self, decision: Decision, envoy: bool) -> HttpAnswer:
         return self._answers.answer(

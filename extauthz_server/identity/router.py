@@ -7,7 +7,7 @@ cache entry, even for tokens of the same `sub`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,12 +22,19 @@ class TokenSource(Protocol):
     async def resolve(self, token: str, timeout_s: float) -> Identity | Inactive: ...
 
 
+# A source's check, with no I/O, that it still holds an identity it answered for a token.
+StillHeldFor = Callable[[str, Identity], Callable[[], bool] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderEntry:
     name: str
     # The issuers this provider's tokens may name (configured and discovered).
     issuers: IssuerSource
     source: TokenSource
+    # The source's `still_held` (the resolver's); None where its answers are not simply held
+    # (the permissions enrichment makes its own): then no decision of it is repeated.
+    still_held: StillHeldFor | None = None
 
 
 class ProviderRouter:
@@ -56,6 +63,19 @@ class ProviderRouter:
         if entry is None:
             return Inactive.UNKNOWN_ISSUER
         return await entry.source.resolve(token, timeout_s)
+
+    def holding(
+        self, token: str, provider: str | None, identity: Identity
+    ) -> Callable[[], bool] | None:
+        """The `still_held` check of the source that answered `identity` for `token` (the
+        route's provider, else the one `resolve` chose), or None when it has none."""
+        if provider is not None:
+            entry: ProviderEntry | None = self._by_name[provider]
+        else:
+            entry = self._only or self.choose(token)
+        if entry is None or entry.still_held is None:
+            return None
+        return entry.still_held(token, identity)
 
     def provider_of(self, token: str) -> str | None:
         """The name of the provider a token without a route's choice goes to."""

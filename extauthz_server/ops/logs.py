@@ -116,6 +116,11 @@ class Auditor:
         self._stamp = ""
         self._kept: dict[int, tuple[Decision, tuple[str, str, str]]] = {}
 
+    @property
+    def writes_lines(self) -> bool:
+        """False when audit lines are off (`logging.audit: false`)."""
+        return audit_log.isEnabledFor(logging.INFO)
+
     def record(
         self, request: AuthRequest, decision: Decision, elapsed_s: float, cache_level: str
     ) -> None:

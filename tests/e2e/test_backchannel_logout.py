@@ -3,8 +3,10 @@ process A, and process B (sharing only Redis) denies the token within a second."
 
 from __future__ import annotations
 
+import http.client
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -31,6 +33,28 @@ def check_status(process: AuthzProcess, token: str) -> int:
     return 200 if reply.HasField("ok_response") else reply.denied_response.status.code
 
 
+def http_status(process: AuthzProcess, token: str) -> int:
+    """The HTTP authorization listener's answer, asked as Envoy's `http_service` asks."""
+    connection = http.client.HTTPConnection("127.0.0.1", process.http_authz_port, timeout=5)
+    try:
+        connection.request("GET", "/envoy/api/orders", headers={"authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def denied_within_a_second(status: Callable[[], int]) -> tuple[int, float]:
+    """Ask until the answer is not 200 or a second has passed: (the last status, seconds)."""
+    started = time.monotonic()
+    statuses = [status()]
+    while statuses[-1] == 200 and time.monotonic() - started < 1.0:
+        time.sleep(0.02)
+        statuses.append(status())
+    return statuses[-1], time.monotonic() - started
+
+
 @pytest.fixture
 def two_replicas(
     keycloak: Keycloak, redis_server: RedisServer, tmp_path: Path
@@ -42,6 +66,7 @@ def two_replicas(
         timeout_ms=1000,
         provider={"logout_audiences": ["web-app"]},
         cache={"redis_url": redis_server.url},
+        server={"http_authz_listen": "127.0.0.1:0"},
     )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -84,16 +109,26 @@ def test_logout_in_keycloak_denies_the_token_on_another_replica_within_a_second(
     assert check_status(second, token) == 200  # from Redis, now in B's L1 too
 
     keycloak.logout_user("dave")
-    logged_out = time.monotonic()
-    statuses = [check_status(second, token)]
-    while statuses[-1] == 200 and time.monotonic() - logged_out < 1.0:
-        time.sleep(0.02)
-        statuses.append(check_status(second, token))
-    elapsed = time.monotonic() - logged_out
+    status, elapsed = denied_within_a_second(partial(check_status, second, token))
 
-    assert statuses[-1] == 401, f"still {statuses[-1]} {elapsed:.2f}s after the logout"
+    assert status == 401, f"still {status} {elapsed:.2f}s after the logout"
     print(f"back-channel logout → denial on the other replica: {elapsed * 1000:.0f} ms")
     log = "\n".join(first.log_lines())
     assert '"message": "back-channel logout"' in log
     assert token not in log
     assert token not in "\n".join(second.log_lines())
+
+
+def test_logout_in_keycloak_ends_the_answers_repeated_over_http_on_every_replica(
+    keycloak: Keycloak, two_replicas: tuple[AuthzProcess, AuthzProcess], logout_url_on: str
+) -> None:
+    # Asked twice, each replica answers the second request from the allow kept for it.
+    token = keycloak.password_grant("dave")["access_token"]
+    for replica in two_replicas:
+        assert [http_status(replica, token) for _ in range(2)] == [200, 200]
+
+    keycloak.logout_user("dave")
+    outcomes = [denied_within_a_second(partial(http_status, r, token)) for r in two_replicas]
+
+    for status, elapsed in outcomes:
+        assert status == 401, f"still {status} {elapsed:.2f}s after the logout"

@@ -214,6 +214,44 @@ async def test_http_checks_are_counted_like_grpc_ones(
     )
 
 
+async def test_a_request_asked_again_gets_the_same_answer_counted_as_an_l1_hit(
+    authz: RunningAuthz, session: aiohttp.ClientSession
+) -> None:
+    url = base(authz) + "/envoy/api/forms/7"
+
+    first = await ask(session, url, headers=BOB)
+    again = await ask(session, url, headers=BOB)
+    metrics = await scrape(session, authz)
+
+    assert first[0] == 200
+    assert again == first
+    assert metrics['extauthz_checks_total{outcome="allowed",reason="allowed",route="forms"}'] == 2
+    assert metrics['extauthz_cache_lookups_total{level="l1",result="hit"}'] == 1
+
+
+async def test_forward_auth_repeats_no_answer_for_another_original_request(
+    authz: RunningAuthz, session: aiohttp.ClientSession
+) -> None:
+    url = base(authz) + "/forward-auth"
+    forms = {**BOB, "x-forwarded-method": "GET", "x-forwarded-uri": "/api/forms"}
+    await ask(session, url, headers=forms)
+    repeated = await ask(session, url, headers=forms)
+
+    admin = await ask(session, url, headers={**forms, "x-forwarded-uri": "/admin"})
+    disagreeing = await ask(session, url, headers={**forms, "x-original-uri": "/admin"})
+    no_method = await ask(session, url, headers={**BOB, "x-forwarded-uri": "/api/forms"})
+
+    assert (repeated[0], repeated[1]["x-auth-roles"]) == (200, "creator")
+    assert (admin[0], disagreeing[0], no_method[0]) == (403, 400, 400)
+
+
+async def scrape(session: aiohttp.ClientSession, authz: RunningAuthz) -> dict[str, float]:
+    async with session.get(authz.http_base + "/metrics") as response:
+        text = await response.text()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
 async def test_the_listener_is_off_unless_configured(
     start_authz: StartAuthz,
 ) -> None:
