@@ -36,6 +36,9 @@ ENVOY_PREFIX = "/envoy"
 FORWARD_AUTH_PATH = "/forward-auth"
 # Envoy's HTTP mode has no headers_to_remove field: the service names them in this header.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+# A request is kept for repeating only when the text of its key (all but the digest) is this
+# short: the memo holds up to `decision_memo_size` keys, and a request head may be 64 KiB.
+MAX_KEPT_KEY_TEXT = 1024
 # What a forward-auth request derives the original method, host and URI from.
 FORWARDED_ORIGINAL = (
     "x-forwarded-method",
@@ -142,6 +145,11 @@ def repeat_key(request: HttpRequest, authorization: str, envoy: bool) -> tuple[o
     return key + tuple(headers.get(name) for name in FORWARDED_ORIGINAL)
 
 
+def _short(key: tuple[object, ...]) -> bool:
+    text = sum(len(part) for part in key[1:] if isinstance(part, str))
+    return text <= MAX_KEPT_KEY_TEXT
+
+
 def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]]:
     """The answer's headers: an allow's identity headers, a deny's challenge and type.
 
@@ -177,7 +185,9 @@ class HttpAuthzService:
         try:
             key = None
             authorization = request.headers.get("authorization")
-            if authorization is not None and (envoy or _under(raw_path, FORWARD_AUTH_PATH)):
+            if authorization is not None and (
+                envoy or _under(raw_path, FORWARD_AUTH_PATH, allow_subpath=False)
+            ):
                 key = repeat_key(request, authorization, envoy)
                 repeated = checking.authorizer.repeat(key)
                 if repeated is not None:
@@ -194,8 +204,9 @@ class HttpAuthzService:
                 decision = checking.denials.deny(Reason.BAD_REQUEST)
             else:
                 # The proxy sets no deadline over HTTP: the providers' own timeout bounds it.
+                kept_as = key if key is not None and _short(key) else None
                 decision = await checking.authorizer.check(
-                    auth_request, checking.provider_timeout_s, key
+                    auth_request, checking.provider_timeout_s, kept_as
                 )
             checking.record(auth_request, decision, started)
         except asyncio.CancelledError:
