@@ -51,6 +51,12 @@ class LocalIdentityCache:
         """The entry, fresh or only usable as stale; the caller tells which."""
         return self._entries.get(digest)
 
+    def holds(self, digest: bytes, entry: CacheEntry) -> bool:
+        """Whether `entry` is still the one kept for `digest` (not replaced, evicted or
+        dropped by a logout); it then counts as recently used. Its freshness is the caller's
+        to check."""
+        return self._entries.holds(digest, entry)
+
     def put(self, digest: bytes, entry: CacheEntry) -> None:
         sid = entry.session_id
         if sid is not None and self._revoked_sessions.get(sid):

@@ -57,6 +57,15 @@ class MemoryCache(Generic[K, V]):
         self._entries.move_to_end(key)
         return entry.value
 
+    def holds(self, key: K, value: V) -> bool:
+        """Whether `value` (that very object) is still the entry for `key`, which then counts
+        as recently used. Its expiry is not read: the caller knows a stricter one."""
+        entry = self._entries.get(key)
+        if entry is None or entry.value is not value:
+            return False
+        self._entries.move_to_end(key)
+        return True
+
     def put(self, key: K, value: V, ttl_s: float, size: int = 1) -> None:
         if key in self._entries:
             self._remove(key)

@@ -135,10 +135,10 @@ class IdentityResolver:
         if entry is None or entry.result is not identity or not entry.is_fresh(clock()):
             return None
 
-        lookup, fresh_until = local.get, entry.fresh_until
+        holds, fresh_until = local.holds, entry.fresh_until
 
         def held() -> bool:
-            if lookup(digest) is not entry or clock() >= fresh_until:
+            if clock() >= fresh_until or not holds(digest, entry):
                 return False
             stats.l1_hits += 1
             lookup_level.set("l1")
