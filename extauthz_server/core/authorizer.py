@@ -120,6 +120,9 @@ class _State:
     # An edge's key over every input of a request → the allow decided for it, what must
     # still hold for it to stand, and its minted token's reuse limit (see Authorizer.repeat).
     repeats: dict[Hashable, tuple[Decision, StillHeld, float | None]] = field(default_factory=dict)
+    # Hashes of the keys allowed once: a request is kept for repeating when it comes again,
+    # so requests that never do (a new path each time) cost a set insert, not a kept entry.
+    sighted: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, settings: AuthorizerSettings, clock: Callable[[], float]) -> _State:
@@ -207,6 +210,17 @@ class _State:
         self.allowed[key] = (identity, decision, reuse_until)
         return decision
 
+    def seen_before(self, key: Hashable) -> bool:
+        """Whether an allow was reached for `key` before (or for a key of the same hash);
+        notes that one is now."""
+        sighted = hash(key)
+        if sighted in self.sighted:
+            return True
+        if len(self.sighted) >= self.settings.decision_memo_size:
+            self.sighted.clear()
+        self.sighted.add(sighted)
+        return False
+
     def keep_repeat(
         self, key: Hashable, memo_key: MemoKey, decision: Decision, still_held: StillHeld
     ) -> None:
@@ -265,8 +279,9 @@ class Authorizer:
         return next(iter(names)) if len(names) == 1 else None
 
     def repeat(self, key: Hashable) -> Decision | None:
-        """The allow `check` reached for the request `key` stands for, if it still stands; else
-        None, and the caller checks. No I/O, and a fraction of a check's cost.
+        """The allow `check` reached for the request `key` stands for (kept the second time it
+        was reached), if it still stands; else None, and the caller checks. No I/O, and a
+        fraction of a check's cost.
 
         `key` is the edge's, and must cover every input of the request the decision read:
         the method, host, path and Authorization value, and whatever the edge derives them
@@ -374,15 +389,17 @@ class Authorizer:
         route: Route,
         identity: Identity,
     ) -> None:
-        """Keep an allow for `repeat` under the edge's `key`: a Bearer token's, on a route
-        with no condition or permission (`memo_key` is None there), for an identity bound to
-        nothing."""
+        """Keep an allow for `repeat` under the edge's `key`, the second time it is reached:
+        a Bearer token's, on a route with no condition or permission (`memo_key` is None
+        there), for an identity bound to nothing."""
         if (
             key is None
             or memo_key is None
             or self._holding is None
             or token.scheme is not Scheme.BEARER
             or identity.confirmation is not None
+            or not state.settings.decision_memo_size
+            or not state.seen_before(key)
         ):
             return
         still_held = self._holding(token.value, route.provider, identity)

@@ -36,9 +36,6 @@ ENVOY_PREFIX = "/envoy"
 FORWARD_AUTH_PATH = "/forward-auth"
 # Envoy's HTTP mode has no headers_to_remove field: the service names them in this header.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
-# A request is kept for repeating only when the text of its key (all but the digest) is this
-# short: the memo holds up to `decision_memo_size` keys, and a request head may be 64 KiB.
-MAX_KEPT_KEY_TEXT = 1024
 # What a forward-auth request derives the original method, host and URI from.
 FORWARDED_ORIGINAL = (
     "x-forwarded-method",
@@ -133,21 +130,17 @@ def _client_address(headers: Mapping[str, str], peer: str) -> str:
     return last or peer
 
 
-def repeat_key(request: HttpRequest, authorization: str, envoy: bool) -> tuple[object, ...]:
-    """Every input the decision on a request reads, for `Authorizer.repeat`: the method, the
-    target, `Host` (and for forward-auth the headers naming the original), and the
-    Authorization value as its SHA-256, so that no token is kept."""
+def repeat_key(request: HttpRequest, authorization: str, envoy: bool) -> bytes:
+    """The SHA-256 of every input the decision on a request reads, for `Authorizer.repeat`:
+    the Authorization value, the method, the target, `Host`, and for forward-auth the
+    headers naming the original. A digest, so that no token is kept and a key is 32 bytes
+    however long the request. Joined with line feeds, an absent header as a NUL: the parser
+    admits neither in a target or a header value, so no two requests share the text."""
     headers = request.headers
-    fingerprint = hashlib.sha256(authorization.encode("utf-8", "surrogatepass")).digest()
-    key: tuple[object, ...] = (fingerprint, request.method, request.target, headers.get("host"))
-    if envoy:
-        return key
-    return key + tuple(headers.get(name) for name in FORWARDED_ORIGINAL)
-
-
-def _short(key: tuple[object, ...]) -> bool:
-    text = sum(len(part) for part in key[1:] if isinstance(part, str))
-    return text <= MAX_KEPT_KEY_TEXT
+    text = "\n".join((authorization, request.method, request.target, headers.get("host", "\0")))
+    if not envoy:
+        text += "".join(["\n" + headers.get(name, "\0") for name in FORWARDED_ORIGINAL])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def response_headers(decision: Decision, *, envoy: bool) -> list[tuple[str, str]]:
@@ -204,9 +197,8 @@ class HttpAuthzService:
                 decision = checking.denials.deny(Reason.BAD_REQUEST)
             else:
                 # The proxy sets no deadline over HTTP: the providers' own timeout bounds it.
-                kept_as = key if key is not None and _short(key) else None
                 decision = await checking.authorizer.check(
-                    auth_request, checking.provider_timeout_s, kept_as
+                    auth_request, checking.provider_timeout_s, key
                 )
             checking.record(auth_request, decision, started)
         except asyncio.CancelledError:

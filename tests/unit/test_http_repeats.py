@@ -1,15 +1,16 @@
-"""What the HTTP edge keeps to answer a request again: a key over every input the decision
-reads, holding no token, and only for requests small enough to keep."""
+"""What the HTTP edge keeps to answer a request again: a digest over every input the decision
+reads, never the token, the same size for every request."""
 
 from __future__ import annotations
 
+import httptools
 import pytest
 
 from extauthz_server.config.model import Config, authorizer_settings
 from extauthz_server.core.authorizer import Authorizer
 from extauthz_server.core.decision import Denials
 from extauthz_server.edges.checking import Checking
-from extauthz_server.edges.http_authz import MAX_KEPT_KEY_TEXT, HttpAuthzService
+from extauthz_server.edges.http_authz import HttpAuthzService, repeat_key
 from extauthz_server.edges.http_server import HttpRequest
 from extauthz_server.ops.logs import Auditor
 from extauthz_server.ops.metrics import CheckMetrics
@@ -45,7 +46,7 @@ async def test_a_request_asked_again_is_not_decided_again(
     assert [answer.status for answer in answers] == [200, 200, 200]
     assert answers[1] is answers[0]
     assert answers[2] is answers[0]
-    assert source.resolved == [TOKEN]
+    assert source.resolved == [TOKEN, TOKEN]  # kept the second time, repeated the third
 
 
 @pytest.mark.parametrize(
@@ -60,31 +61,68 @@ async def test_a_request_asked_again_is_not_decided_again(
 async def test_another_request_is_decided_on_its_own(
     service: HttpAuthzService, source: HeldSource, changed: dict[str, str]
 ) -> None:
-    await service.handle(envoy_request("/envoy/api/forms/1"))
+    for _ in range(2):
+        await service.handle(envoy_request("/envoy/api/forms/1"))
     target = changed.pop("target", "/envoy/api/forms/1")
 
     await service.handle(envoy_request(target, **changed))
 
-    assert len(source.resolved) == 2
+    assert len(source.resolved) == 3
 
 
-async def test_what_is_kept_holds_no_token(service: HttpAuthzService) -> None:
-    await service.handle(envoy_request("/envoy/api/forms/1"))
-    authorizer = service._checking.authorizer
-
-    keys = [repr(key) for key in authorizer._state.repeats]
-
-    assert len(keys) == 1
-    assert "/envoy/api/forms/1" in keys[0]
-    assert TOKEN not in keys[0]
-
-
-async def test_a_request_too_long_to_keep_is_answered_and_decided_each_time(
+async def test_what_is_kept_is_a_digest_holding_no_token_however_long_the_request(
     service: HttpAuthzService, source: HeldSource
 ) -> None:
-    long_target = "/envoy/api/forms/1?q=" + "a" * MAX_KEPT_KEY_TEXT
+    long_target = "/envoy/api/forms/1?q=" + "a" * 60_000
+    for _ in range(3):
+        assert (await service.handle(envoy_request(long_target))).status == 200
+    authorizer = service._checking.authorizer
 
-    answers = [await service.handle(envoy_request(long_target)) for _ in range(2)]
+    keys = list(authorizer._state.repeats)
 
-    assert [answer.status for answer in answers] == [200, 200]
-    assert source.resolved == [TOKEN, TOKEN]
+    assert source.resolved == [TOKEN, TOKEN]  # the third was repeated
+    assert len(keys) == 1
+    assert isinstance(keys[0], bytes)
+    assert len(keys[0]) == 32
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({}, {"x-forwarded-host": ""}),
+        ({"x-forwarded-uri": "/api/forms"}, {"x-original-uri": "/api/forms"}),
+    ],
+    ids=["absent-or-empty", "which-header"],
+)
+def test_requests_that_differ_only_in_which_header_says_what_get_different_keys(
+    first: dict[str, str], second: dict[str, str]
+) -> None:
+    def key(fields: dict[str, str]) -> bytes:
+        headers = {"host": "api.example.com", "authorization": "Bearer t", **fields}
+        return repeat_key(HttpRequest("GET", "/forward-auth", headers, ""), "Bearer t", False)
+
+    assert key(first) != key(second)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /a\nb HTTP/1.1\r\n\r\n",
+        b"GET /a\rb HTTP/1.1\r\n\r\n",
+        b"GET /a\x00b HTTP/1.1\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX-Forwarded-Uri: a\nb\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX-Forwarded-Uri: a\x00b\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX-Forwarded-Uri: a\r\n b\r\n\r\n",
+    ],
+    ids=["lf-in-target", "cr-in-target", "nul-in-target", "lf-in-value", "nul-in-value", "folded"],
+)
+def test_the_parser_admits_no_line_feed_or_nul_the_keys_join_on(head: bytes) -> None:
+    # repeat_key joins fields with line feeds and writes an absent header as a NUL.
+    parser = httptools.HttpRequestParser(_Ignore())
+
+    with pytest.raises(httptools.HttpParserError):
+        parser.feed_data(head)
+
+
+class _Ignore:
+    pass

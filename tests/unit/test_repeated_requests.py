@@ -83,9 +83,12 @@ def authorizer_for(
 
 
 async def allowed(authorizer: Authorizer, req: AuthRequest, key: object = KEY) -> Decision:
-    decision = await authorizer.check(req, 0.1, key)
-    assert decision.allowed, decision.reason
-    return decision
+    """Checked twice under `key`: a request is kept for repeating when it comes again."""
+    first = await authorizer.check(req, 0.1, key)
+    again = await authorizer.check(req, 0.1, key)
+    assert first.allowed, first.reason
+    assert again.allowed, again.reason
+    return again
 
 
 async def test_a_request_asked_again_is_answered_without_asking_for_the_identity(
@@ -98,7 +101,18 @@ async def test_a_request_asked_again_is_answered_without_asking_for_the_identity
 
     assert authorizer.repeat(KEY) is first
     assert authorizer.repeat(KEY) is first
-    assert source.resolved == ["bob"]
+    assert source.resolved == ["bob", "bob"]
+
+
+async def test_a_request_allowed_once_is_not_kept(seed_config: Config) -> None:
+    # Requests that never come again (a new path each time) cost no kept entry.
+    source = HeldSource({"bob": BOB})
+    authorizer = authorizer_for(seed_config, source)
+
+    await authorizer.check(request(), 0.1, KEY)
+
+    assert authorizer.repeat(KEY) is None
+    assert source.asked_to_hold == []
 
 
 async def test_nothing_is_repeated_under_a_key_never_checked(seed_config: Config) -> None:
@@ -222,7 +236,8 @@ async def test_a_dpop_token_is_never_repeated() -> None:
     # Every request carries a proof of its own, to be checked and never replayed.
     authorizer, source = sender_constrained(bound.Clock())
 
-    await allowed(authorizer, bound.dpop())
+    for _ in range(2):  # a fresh proof each time
+        assert (await authorizer.check(bound.dpop(), 0.1, KEY)).allowed
 
     assert authorizer.repeat(KEY) is None
     assert source.asked_to_hold == []
