@@ -11,7 +11,8 @@ Pinned gRPC rows (server on CPU 0, h2load on CPU 1), real RS256 tokens:
   Limit: the OPA-Envoy plugin allowing all; the plugin doing our jwt job in Rego
   (bench/peer/authz.rego). `--no-peers` leaves the OPA-Envoy rows out.
 HTTP rows (wrk straight at the HTTP authorization listener, `/envoy/<path>`):
-  Limit H: a no-op HTTP server on the same stack (edges/http_server.py); ours on an L1 hit.
+  Limit H: a no-op HTTP server on the same stack (edges/http_server.py); ours on an L1 hit
+  (the same request again and again: repeated); ours on an L1 hit with a new path each time.
 End-to-end rows (wrk through a real Envoy whose only route is a direct_response):
   Limit B: Envoy without ext_authz; Envoy + ext_authz to ours (L1 hit), over gRPC and over
   HTTP; Envoy + ext_authz to the no-op server.
@@ -68,6 +69,7 @@ L2_HIT = "ours, L2 hit (Redis)"
 COLD = "ours, cold (introspects)"
 LIMIT_H = "H  limit: no-op HTTP authz server"
 HTTP_L1_HIT = "ours over HTTP, L1 hit"
+HTTP_L1_NEW_PATHS = "ours over HTTP, L1 hit, a new path each request"
 LIMIT_B = "B  limit: Envoy, no ext_authz"
 ENVOY_OURS = "Envoy + ours (L1 hit)"
 ENVOY_OURS_HTTP = "Envoy + ours over HTTP (L1 hit)"
@@ -190,20 +192,43 @@ def _median_round_with_ratio(measured: list[Result], limit: list[Result]) -> Res
 
 
 def _measure_http(
-    row: str, port: int, settings: Settings, *, pid: int, headers: dict[str, str]
+    row: str,
+    port: int,
+    settings: Settings,
+    *,
+    pid: int,
+    headers: dict[str, str],
+    script: Path | None = None,
 ) -> Result:
-    """wrk straight at an HTTP authorization listener, as Envoy's http_service asks it."""
+    """wrk straight at an HTTP authorization listener, as Envoy's http_service asks it;
+    with `script`, the paths it writes."""
     url = f"http://127.0.0.1:{port}/envoy{REQUEST_PATH}"
     status, _ = envoy_variants.get(url, headers)
     if status != 200:
         raise RuntimeError(f"{row}: expected an allow, got {status}")
-    options = {"connections": settings.wrk_connections, "threads": settings.wrk_threads}
-    wrk.run(url, headers, duration_s=settings.warmup_s, **options)
+    _wrk(url, headers, settings, settings.warmup_s, script)
     cpu_before, started = cpu_seconds(pid), time.monotonic()
-    run = wrk.run(url, headers, duration_s=settings.duration_s, **options)
+    run = _wrk(url, headers, settings, settings.duration_s, script)
     cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
     # wrk counts every answer that is not 2xx/3xx as an error: a deny is one.
     return _wrk_result("http", row, run, settings, cpu)
+
+
+def _wrk(
+    url: str,
+    headers: dict[str, str],
+    settings: Settings,
+    duration_s: float,
+    script: Path | None = None,
+) -> wrk.WrkRun:
+    return wrk.run(
+        url,
+        headers,
+        duration_s=duration_s,
+        connections=settings.wrk_connections,
+        threads=settings.wrk_threads,
+        script=script,
+    )
 
 
 def _wrk_result(
@@ -255,12 +280,11 @@ def _measure_envoy(
             if status != 401:
                 raise RuntimeError(f"{row}: a request without a token got {status}, not 401")
             notes.append("ext_authz consulted (no token: 401)")
-        options = {"connections": settings.wrk_connections, "threads": settings.wrk_threads}
-        wrk.run(url, headers, duration_s=1, **options)  # warm-up
+        _wrk(url, headers, settings, 1)  # warm-up
         stats_before = envoy_variants.ext_authz_stats(envoy)
         envoy_before = cpu_seconds(envoy.process.pid)
         cpu_before, started = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
-        run = wrk.run(url, headers, duration_s=settings.duration_s, **options)
+        run = _wrk(url, headers, settings, settings.duration_s)
         elapsed = time.monotonic() - started
         cpu = (cpu_seconds(pid) - cpu_before) / elapsed if pid else None
         notes.append(f"Envoy CPU {(cpu_seconds(envoy.process.pid) - envoy_before) / elapsed:.2f}")
@@ -365,16 +389,20 @@ def run(settings: Settings, workdir: Path, progress: Callable[[str], None]) -> O
             ]
         headers = {**CLIENT_HEADERS, "authorization": f"Bearer {tokens[0]}"}
         headers.pop("accept-encoding")  # Envoy's direct response is not compressed anyway
-        http_rows = [
-            (LIMIT_H, noop_http.grpc_port, noop_http.process.pid),
-            (HTTP_L1_HIT, l1.http_authz_port, l1.process.pid),
+        # Every request of a round to a path of its own: the memo of repeated requests
+        # never answers, so this is the L1 hit decided each time.
+        new_paths = wrk.numbered_paths_script(workdir / "new-paths.lua", f"/envoy{REQUEST_PATH}/")
+        http_rows: list[tuple[str, int, int, Path | None]] = [
+            (LIMIT_H, noop_http.grpc_port, noop_http.process.pid, None),
+            (HTTP_L1_HIT, l1.http_authz_port, l1.process.pid, None),
+            (HTTP_L1_NEW_PATHS, l1.http_authz_port, l1.process.pid, new_paths),
         ]
         http_rounds: dict[str, list[Result]] = {row: [] for row, *_ in http_rows}
         for round_index in range(settings.rounds):
-            for row, port, pid in http_rows:
+            for row, port, pid, script in http_rows:
                 progress(f"HTTP  {row}, round {round_index + 1}")
                 http_rounds[row].append(
-                    _measure_http(row, port, settings, pid=pid, headers=headers)
+                    _measure_http(row, port, settings, pid=pid, headers=headers, script=script)
                 )
         limit_rounds = http_rounds[LIMIT_H]
         results += [_median_round_with_ratio(m, limit_rounds) for m in http_rounds.values()]

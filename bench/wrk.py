@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 _EXTRA_WAIT_S = 30.0
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -39,8 +40,10 @@ def run(
     connections: int,
     threads: int,
     cpu: int | None = None,
+    script: Path | None = None,
 ) -> WrkRun:
-    """`cpu`: pin wrk to that CPU (with taskset, where it exists)."""
+    """`cpu`: pin wrk to that CPU (with taskset, where it exists); `script`: a wrk Lua
+    script (for instance one that writes each request's path)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise WrkError("no wrk on PATH (Debian package wrk)")
@@ -54,6 +57,8 @@ def run(
         "--timeout=2s",
         "--latency",
     ]
+    if script is not None:
+        argv.append(f"--script={script}")
     for name, value in headers.items():
         argv += ["--header", f"{name}: {value}"]
     result = subprocess.run(
@@ -66,6 +71,19 @@ def run(
     if result.returncode != 0:
         raise WrkError(f"wrk exited with {result.returncode}:\n{result.stderr}{result.stdout}")
     return parse_output(result.stdout)
+
+
+def numbered_paths_script(path: Path, prefix: str) -> Path:
+    """Write a wrk script whose requests go to `prefix`1, `prefix`2, …: a new path each time,
+    the request otherwise as given on the command line."""
+    path.write_text(
+        "local n = 0\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        f'  return wrk.format(nil, "{prefix}" .. n)\n'
+        "end\n"
+    )
+    return path
 
 
 def parse_output(text: str) -> WrkRun:

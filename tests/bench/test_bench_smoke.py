@@ -20,6 +20,7 @@ from bench.run import (
     ENVOY_OURS,
     ENVOY_OURS_HTTP,
     HTTP_L1_HIT,
+    HTTP_L1_NEW_PATHS,
     L1_HIT,
     L1_HIT_AUDITED,
     L1_HIT_UVLOOP,
@@ -70,7 +71,7 @@ def test_every_row_is_measured_and_printed(quick_run: tuple[str, dict[str, objec
         {("grpc", row) for row in (LIMIT_A, L1_HIT, L1_HIT_AUDITED, L2_HIT, COLD)}
         | {("grpc-uvloop", row) for row in (LIMIT_A_UVLOOP, L1_HIT_UVLOOP)}
         | {("jwt", row) for row in (LIMIT_J, JWT_L1_HIT, JWT_CACHE_OFF)}
-        | {("http", row) for row in (LIMIT_H, HTTP_L1_HIT)}
+        | {("http", row) for row in (LIMIT_H, HTTP_L1_HIT, HTTP_L1_NEW_PATHS)}
         | {("envoy", row) for row in (LIMIT_B, ENVOY_OURS, ENVOY_OURS_HTTP, ENVOY_NOOP)}
     )
     assert rows == expected
