@@ -14,7 +14,8 @@ from extauthz_server.edges.http_authz import HttpAuthzService, repeat_key
 from extauthz_server.edges.http_server import HttpRequest
 from extauthz_server.ops.logs import Auditor
 from extauthz_server.ops.metrics import CheckMetrics
-from tests.unit.test_repeated_requests import BOB, HeldSource
+from tests.unit.test_authorizer import MANAGER_BOB as BOB
+from tests.unit.test_repeated_requests import HeldSource
 
 TOKEN = "bob-" + "x" * 40
 

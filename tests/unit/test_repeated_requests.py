@@ -20,18 +20,10 @@ from extauthz_server.core.permissions import PermissionAnswer
 from extauthz_server.core.request import AuthRequest
 from tests.support.signing_keys import ec_key, write_private_key
 from tests.unit import test_sender_constrained_tokens as bound
+from tests.unit.test_authorizer import MANAGER_BOB as BOB
 from tests.unit.test_config import with_routes
 from tests.unit.test_route_permissions import PROVIDER, Keycloak
 
-BOB = Identity(
-    subject="bob-id",
-    username="bob",
-    email="bob@example.com",
-    client_id="web-app",
-    scopes=frozenset(),
-    provider_roles=frozenset({"manager"}),
-    expires_at=None,
-)
 KEY = ("the edge's key for GET /api/forms as bob",)
 
 
