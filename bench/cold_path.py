@@ -23,7 +23,6 @@ cost in it; the issue's goal (at most 1 ms over the provider) is read from that 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import secrets
@@ -35,15 +34,15 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bench.check_bodies import CHECK_PATH, introspection_document, write_body
+from bench.check_bodies import CHECK_PATH, write_body
 from bench.h2load import sequential_latencies
 from bench.results import latency_summary
-from bench.stack import sequential_checks, spawn_with_port_file
+from bench.stack import sequential_checks
+from bench.standin_process import sequential_args, standin_process
 from extauthz_server._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.authz_process import AuthzProcess
 from tests.support.check_requests import check_request
 from tests.support.configs import DEMO_CLIENT_SECRET, seed_config_text
-from tests.support.keycloak_standin import KeycloakStandIn
 from tests.support.redis_server import RedisServer
 
 C_PROVIDER = "provider alone (introspection)"
@@ -51,22 +50,6 @@ C_WARM = "Check, L1 hit (transport floor)"
 C_COLD = "Check, cold (introspects)"
 
 _BASIC = "Basic " + base64.b64encode(f"ext-authz:{DEMO_CLIENT_SECRET}".encode()).decode()
-
-
-class _EveryTokenActive(dict[str, dict[str, object]]):
-    """The stand-in's token table, answering every token as an active manager."""
-
-    def get(self, key: str, default: object = None) -> dict[str, object]:
-        return introspection_document()
-
-
-def serve_standin(port_file: Path) -> None:
-    """Child process: the stand-in until killed."""
-    loop = asyncio.new_event_loop()
-    standin = KeycloakStandIn(documents=_EveryTokenActive())
-    loop.run_until_complete(standin.start())
-    port_file.write_text(str(standin.port))
-    loop.run_forever()
 
 
 def _token() -> str:
@@ -128,23 +111,15 @@ def _c_client_rows(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve-standin", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_standin is not None:
-        serve_standin(args.serve_standin)
-        return
+    args = sequential_args()
     provider: list[float] = []
     cold: dict[str, list[float]] = {"asyncio": [], "uvloop": [], "asyncio, with Redis": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        standin_process("bench.cold_path", Path(tmp)) as issuer,
+    ):
         workdir = Path(tmp)
-        port_file = workdir / "standin.port"
-        argv = ["-m", "bench.cold_path", "--serve-standin", str(port_file)]
-        standin, port = spawn_with_port_file(argv, port_file, "the stand-in")
         redis = RedisServer.start(workdir / "redis")
-        issuer = f"http://127.0.0.1:{port}/realms/demo"
         servers: dict[str, AuthzProcess] = {}
         for index, row in enumerate(cold):
             with_redis = row.endswith("with Redis")
@@ -182,8 +157,6 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
             redis.stop()
-            standin.terminate()
-            standin.wait(10)
     print(f"sequential calls, {args.rounds} x {args.calls} each, every token new")
     print(latency_summary("provider alone (introspection)", provider))
     for row, samples in cold.items():

@@ -15,7 +15,6 @@ so the difference is the transport's.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import statistics
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.cold_path import serve_standin
 from bench.results import latency_summary
-from bench.stack import spawn_with_port_file
+from bench.standin_process import sequential_args, standin_process
 from extauthz_server.core.secret import Secret
 from extauthz_server.identity.discovery import EndpointSource
 from extauthz_server.identity.introspection import (
@@ -92,29 +90,17 @@ async def _introspect(client: IntrospectionClient, token: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve-standin", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_standin is not None:
-        serve_standin(args.serve_standin)
-        return
+    args = sequential_args()
     measured = {AIOHTTP: Measured(), KEPT_ALIVE: Measured()}
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "standin.port"
-        argv = ["-m", "bench.introspection_client", "--serve-standin", str(port_file)]
-        standin, port = spawn_with_port_file(argv, port_file, "the stand-in")
-        issuer = f"http://127.0.0.1:{port}/realms/demo"
-        try:
-            for round_index in range(args.rounds):
-                order = list(measured.items())
-                # Each goes first every other round, so a drift of the machine favours neither.
-                for transport, into in order if round_index % 2 == 0 else order[::-1]:
-                    asyncio.run(_round(transport, issuer, args.calls, into))
-        finally:
-            standin.terminate()
-            standin.wait(10)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        standin_process("bench.introspection_client", Path(tmp)) as issuer,
+    ):
+        for round_index in range(args.rounds):
+            order = list(measured.items())
+            # Each goes first every other round, so a drift of the machine favours neither.
+            for transport, into in order if round_index % 2 == 0 else order[::-1]:
+                asyncio.run(_round(transport, issuer, args.calls, into))
     print(f"sequential introspections, {args.rounds} x {args.calls} per client, every token new")
     wall = {t: statistics.median(m.wall_us) for t, m in measured.items()}
     cpu = {t: statistics.median(m.cpu_us_per_call) for t, m in measured.items()}
