@@ -36,14 +36,13 @@ ENVOY_PREFIX = "/envoy"
 FORWARD_AUTH_PATH = "/forward-auth"
 # Envoy's HTTP mode has no headers_to_remove field: the service names them in this header.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
-# What a forward-auth request derives the original method, host and URI from.
-FORWARDED_ORIGINAL = (
-    "x-forwarded-method",
-    "x-original-method",
-    "x-forwarded-uri",
-    "x-original-uri",
-    "x-forwarded-host",
-)
+# Where a forward-auth request names the original, as (Traefik's and Caddy's header, the
+# usual nginx set-up's).
+ORIGINAL_METHOD = ("x-forwarded-method", "x-original-method")
+ORIGINAL_URI = ("x-forwarded-uri", "x-original-uri")
+ORIGINAL_HOST = "x-forwarded-host"
+# Every header a forward-auth decision reads the original from, for its repeat key.
+FORWARDED_ORIGINAL = (*ORIGINAL_METHOD, *ORIGINAL_URI, ORIGINAL_HOST)
 
 
 class NotAnAuthzPath(Exception):
@@ -71,11 +70,11 @@ def to_auth_request(
             original = "/" + original
         return _request(method, fields.get("host", ""), original, fields, peer, certificate_header)
     if _under(raw_path, FORWARD_AUTH_PATH, allow_subpath=False):
-        original_method = _one_of(fields, "x-forwarded-method", "x-original-method")
-        uri = _one_of(fields, "x-forwarded-uri", "x-original-uri")
+        original_method = _one_of(fields, *ORIGINAL_METHOD)
+        uri = _one_of(fields, *ORIGINAL_URI)
         if not original_method or not uri or not uri.startswith("/"):
             raise MissingOriginal
-        host = fields.get("x-forwarded-host") or fields.get("host", "")
+        host = fields.get(ORIGINAL_HOST) or fields.get("host", "")
         return _request(original_method.upper(), host, uri, fields, peer, certificate_header)
     raise NotAnAuthzPath
 
