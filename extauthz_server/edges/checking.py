@@ -66,13 +66,12 @@ class PreparedAnswers(Generic[T]):
         `form`, when an edge answers one decision in several forms)."""
         if not decision.allowed:
             return build()
-        key = (id(decision), form)
-        kept = self._answers.get(key)
-        if kept is not None and kept[0] is decision:
-            return kept[1]
+        kept = self.kept(decision, form)
+        if kept is not None:
+            return kept
         answer = build()
         # With no memo (`decision_memo_size` 0) nothing is reused: at most this one is kept.
         if len(self._answers) >= self._authorizer.settings.decision_memo_size:
             self._answers.clear()
-        self._answers[key] = (decision, answer)
+        self._answers[(id(decision), form)] = (decision, answer)
         return answer
