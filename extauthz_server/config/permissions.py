@@ -4,9 +4,7 @@ at load (URL template, method, auth, bounds, circuit breaker)."""
 from __future__ import annotations
 
 import string
-from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from extauthz_server.config.reader import Section, optional_secret, secret_key_path
@@ -24,8 +22,6 @@ from extauthz_server.metadata.permissions import (
     RequestMethod,
     UrlTemplate,
 )
-
-E = TypeVar("E", bound=StrEnum)
 
 _KEYS = (
     "url",
@@ -48,12 +44,12 @@ def parse_permissions(section: Section, base_dir: Path) -> PermissionsSettings |
         section.finish()
         return None
     url = parse_url_template(section.key("url"), section.string("url"))
-    method = _choice(section, "method", RequestMethod, RequestMethod.GET.value, upper=True)
+    method = section.member("method", RequestMethod, RequestMethod.GET, upper=True)
     auth = _auth(section, base_dir)
     timeout_ms = section.integer("timeout_ms", 100, 1, 60_000)
     roles_path = section.string("roles_path", "permissions")
     ttl_s = section.number("ttl_seconds", 60, 0, 86_400)
-    on_failure = _choice(section, "on_failure", FailurePolicy, FailurePolicy.DENY.value)
+    on_failure = section.member("on_failure", FailurePolicy, FailurePolicy.DENY)
     max_entries = section.integer("max_entries", 100_000, 1, 10_000_000)
     circuit_breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()
@@ -141,7 +137,3 @@ def _token(auth: Section, base_dir: Path) -> Secret:
     if any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in text):
         raise ConfigError(secret_key_path(auth, "token"), "must be printable ASCII without spaces")
     return token
-
-
-def _choice(section: Section, name: str, kind: type[E], default: str, *, upper: bool = False) -> E:
-    return kind(section.choice(name, [member.value for member in kind], default, upper=upper))

@@ -140,13 +140,7 @@ def _provider(
     )
     client_id = client_id or ""
     secret = _secret(section, base_dir, required=needs_client)
-    method = ClientAuthMethod(
-        section.choice(
-            "auth_method",
-            [method.value for method in ClientAuthMethod],
-            ClientAuthMethod.CLIENT_SECRET_BASIC.value,
-        )
-    )
+    method = section.member("auth_method", ClientAuthMethod, ClientAuthMethod.CLIENT_SECRET_BASIC)
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     max_concurrency = section.integer("max_concurrency", 64, 1, 10_000)
     logout_audiences = frozenset(section.string_list("logout_audiences"))
@@ -212,8 +206,7 @@ def _authorization_services(
             section.path, "asks Keycloak with our client's credentials: set client_secret"
         )
     audience = section.string("audience")
-    modes = [mode.value for mode in PermissionMode]
-    mode = PermissionMode(section.choice("mode", modes, PermissionMode.DECISION.value))
+    mode = section.member("mode", PermissionMode, PermissionMode.DECISION)
     timeout_ms = section.integer("timeout_ms", 150, 1, 60_000)
     breaker = parse_circuit_breaker(section.section("circuit_breaker"))
     section.finish()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import yaml
 
 from extauthz_server.core.secret import Secret
 from extauthz_server.errors import ConfigError
+
+E = TypeVar("E", bound=Enum)
 
 
 class _Required:
@@ -139,6 +142,15 @@ class Section:
         if chosen not in choices:
             raise ConfigError(self.key(name), f"expected {alternatives(choices)}, got {text!r}")
         return chosen
+
+    def member(
+        self, name: str, kind: type[E], default: E | _Required = REQUIRED, *, upper: bool = False
+    ) -> E:
+        """The member of the enum `kind` whose value is written (`default` when the key is
+        absent); the error names every value, as `choice` does."""
+        values = [str(member.value) for member in kind]
+        fallback = default if isinstance(default, _Required) else str(default.value)
+        return kind(self.choice(name, values, fallback, upper=upper))
 
     def subset(self, name: str, allowed: frozenset[str]) -> frozenset[str]:
         """A non-empty list drawn from `allowed` (all of it by default), e.g. algorithms."""
