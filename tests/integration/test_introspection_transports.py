@@ -37,12 +37,6 @@ TRANSPORTS = ["kept-alive", "aiohttp"]
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 async def kept_alive() -> AsyncIterator[KeptAliveHttp]:
     http = KeptAliveHttp()
     yield http
