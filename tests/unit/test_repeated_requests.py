@@ -15,12 +15,13 @@ import yaml
 from extauthz_server.config.model import Config, authorizer_settings, parse_config
 from extauthz_server.core.authorizer import Authorizer, StillHeld
 from extauthz_server.core.decision import Decision
-from extauthz_server.core.identity import Identity, Inactive
+from extauthz_server.core.identity import Identity
 from extauthz_server.core.permissions import PermissionAnswer
 from extauthz_server.core.request import AuthRequest
 from tests.support.signing_keys import ec_key, write_private_key
 from tests.unit import test_sender_constrained_tokens as bound
 from tests.unit.test_authorizer import MANAGER_BOB as BOB
+from tests.unit.test_authorizer import FakeIdentitySource
 from tests.unit.test_config import with_routes
 from tests.unit.test_route_permissions import PROVIDER, Keycloak
 
@@ -28,24 +29,20 @@ KEY = ("the edge's key for GET /api/forms as bob",)
 
 
 @dataclass
-class HeldSource:
-    """Answers per token; says it still holds an identity while `holds` is True, and records
-    every call of either kind."""
+class HeldSource(FakeIdentitySource):
+    """test_authorizer's table of identities, which also says it still holds an identity
+    while `holds` is True, and records what it was asked to hold."""
 
-    identities: dict[str, Identity]
     holds: bool = True
-    resolved: list[str] = field(default_factory=list)
     asked_to_hold: list[tuple[str, str | None]] = field(default_factory=list)
 
-    async def resolve(
-        self, token: str, timeout_s: float, provider: str | None = None
-    ) -> Identity | Inactive:
-        self.resolved.append(token)
-        return self.identities.get(token, Inactive.NOT_ACTIVE)
+    @property
+    def resolved(self) -> list[str]:
+        return [token for token, _ in self.calls]
 
     def holding(self, token: str, provider: str | None, identity: Identity) -> StillHeld | None:
         self.asked_to_hold.append((token, provider))
-        if self.identities.get(token) is not identity:
+        if self.outcomes.get(token) is not identity:
             return None
         return lambda: self.holds
 
